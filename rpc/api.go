@@ -23,6 +23,9 @@ type ChannelInfo struct {
 	Info string // peer "IP:port", "UART0", or "" for MQTT
 	// Persistent channels (UART, MQTT) survive invalid frames; others are closed.
 	Persistent bool
+	// HTTPAuth is the channel's own credentials (the HTTP request's or the
+	// WebSocket upgrade request's Authorization header), nil if none.
+	HTTPAuth *HTTPDigest
 }
 
 // FrameAuth is the in-frame "auth" object mos sends after an in-band 401.
@@ -56,8 +59,6 @@ type Request struct {
 	Params  json.RawMessage // "params" or legacy "args"; nil when absent
 	Auth    *FrameAuth      // in-frame auth, nil when absent
 	Channel ChannelInfo
-	// HTTPAuth is the channel's own credentials (HTTP header or WS upgrade), nil if none.
-	HTTPAuth *HTTPDigest
 	// User is the authenticated user name, set by the Guard ("" if none).
 	User string
 }
@@ -98,4 +99,21 @@ type Handler func(ctx context.Context, req *Request) (json.RawMessage, error)
 // Challenge, 403, 400, 500) or ErrDrop.
 type Guard interface {
 	Check(ctx context.Context, req *Request) error
+}
+
+// Registrar is where services register their methods (the Dispatcher
+// implements it). argsFmt is the firmware's json_scanf format shown by
+// RPC.Describe, e.g. "{filename: %Q, offset: %ld, len: %ld}".
+type Registrar interface {
+	Register(method, argsFmt string, h Handler)
+}
+
+// FrameHandler is what every transport (WS, HTTP, UART, MQTT) feeds frames
+// into (the Dispatcher implements it).
+type FrameHandler interface {
+	// HandleFrame parses one frame received on ch, dispatches it and returns
+	// the reply frame, or nil when no reply is due (notification, dropped
+	// request, incoming response). A non-nil error means the frame was
+	// invalid; non-persistent channels then close.
+	HandleFrame(ctx context.Context, ch ChannelInfo, frame []byte) ([]byte, error)
 }
