@@ -1,0 +1,138 @@
+package flash
+
+import (
+	"bytes"
+	"errors"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"testing"
+)
+
+func TestChipProgramErase(t *testing.T) {
+	tests := []struct {
+		name  string
+		ops   func(c *Chip) error
+		off   int64
+		want  []byte
+		isErr error
+	}{
+		{"blank reads 0xFF", func(c *Chip) error { return nil }, 100, []byte{0xFF, 0xFF}, nil},
+		{"program clears bits", func(c *Chip) error { _, err := c.WriteAt([]byte{0x0F, 0xF0}, 10); return err }, 10, []byte{0x0F, 0xF0}, nil},
+		{"program over data ANDs", func(c *Chip) error {
+			c.WriteAt([]byte{0x0F}, 10)
+			_, err := c.WriteAt([]byte{0x3C}, 10)
+			return err
+		}, 10, []byte{0x0C}, nil},
+		{"erase restores 0xFF", func(c *Chip) error {
+			c.WriteAt([]byte{0x00, 0x00}, 4095)
+			return c.Erase(0, SectorSize)
+		}, 4095, []byte{0xFF, 0x00}, nil},
+		{"unaligned erase", func(c *Chip) error { return c.Erase(1, SectorSize) }, 0, nil, ErrUnaligned},
+		{"write past end", func(c *Chip) error { _, err := c.WriteAt([]byte{1, 2}, 16*SectorSize-1); return err }, 0, nil, ErrOutOfRange},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, mk := range []func() *Chip{
+				func() *Chip { return NewMemory(16 * SectorSize) },
+				func() *Chip {
+					c, err := Open(filepath.Join(t.TempDir(), "flash.bin"), 16*SectorSize)
+					if err != nil {
+						t.Fatal(err)
+					}
+					t.Cleanup(func() { c.Close() })
+					return c
+				},
+			} {
+				c := mk()
+				err := tt.ops(c)
+				if tt.isErr != nil {
+					if !errors.Is(err, tt.isErr) {
+						t.Fatalf("err = %v, want %v", err, tt.isErr)
+					}
+					continue
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := make([]byte, len(tt.want))
+				if _, err := c.ReadAt(got, tt.off); err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(got, tt.want) {
+					t.Fatalf("read %x, want %x", got, tt.want)
+				}
+			}
+		})
+	}
+}
+
+// TestChipPersistsWithoutClose reopens an image that was never closed, as
+// after a kill -9, and checks that every completed program and erase is there.
+func TestChipPersistsWithoutClose(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "flash.bin")
+	c, err := Open(path, 4<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte("secret!"), 1000)
+	c.WriteAt(data, 0x190000+5)
+	c.WriteAt([]byte{1, 2, 3}, 0x8000)
+	c.Erase(0x8000, SectorSize)
+	// No Close: the process "dies" here.
+	c2, err := Open(path, 4<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	got := make([]byte, len(data))
+	c2.ReadAt(got, 0x190000+5)
+	if !bytes.Equal(got, data) {
+		t.Fatal("programmed data lost")
+	}
+	b := make([]byte, 3)
+	c2.ReadAt(b, 0x8000)
+	if !bytes.Equal(b, []byte{0xFF, 0xFF, 0xFF}) {
+		t.Fatalf("erase lost: %x", b)
+	}
+	if got, want := c2.UsedSectors(), []int64{0x190, 0x191}; !slices.Equal(got, want) {
+		t.Fatalf("used sectors %v, want %v", got, want)
+	}
+	if _, err := Open(path, 2<<20); err == nil {
+		t.Fatal("opening with the wrong size succeeded")
+	}
+}
+
+// TestChipSparseOnDisk checks that a 4 MiB chip holding 100 KiB costs about
+// 100 KiB of disk.
+func TestChipSparseOnDisk(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "flash.bin")
+	c, err := Open(path, 4<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.WriteAt(bytes.Repeat([]byte{0x5A}, 100<<10), 0x190000)
+	c.Close()
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	if disk := st.Blocks * 512; disk > 200<<10 {
+		t.Fatalf("4 MiB chip with 100 KiB written uses %d bytes of disk", disk)
+	}
+}
+
+func BenchmarkChipWrite4K(b *testing.B) {
+	c, err := Open(filepath.Join(b.TempDir(), "flash.bin"), 4<<20)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	buf := bytes.Repeat([]byte{0xA5}, SectorSize)
+	b.SetBytes(SectorSize)
+	for i := 0; b.Loop(); i++ {
+		off := int64(i%1024) * SectorSize
+		c.Erase(off, SectorSize)
+		c.WriteAt(buf, off)
+	}
+}
