@@ -80,16 +80,16 @@ type slot struct{ e *entry }
 // at the last commit whose CRC is valid, or nil if there is none.
 func parseBlock(buf []byte) *mdir {
 	var (
-		good    *mdir
-		cur     = &mdir{tail: [2]uint32{null, null}}
-		slots   []*entry
-		ptag    = tag(0xFFFFFFFF)
-		c       = crc(0xFFFFFFFF, buf[:4])
-		off     = uint32(4)
-		gdelta  [12]byte
-		tail    = [2]uint32{null, null}
-		hard    bool
-		ensure  = func(id uint32) *entry {
+		good   *mdir
+		cur    = &mdir{tail: [2]uint32{null, null}}
+		slots  []*entry
+		ptag   = tag(0xFFFFFFFF)
+		c      = crc(0xFFFFFFFF, buf[:4])
+		off    = uint32(4)
+		gdelta [12]byte
+		tail   = [2]uint32{null, null}
+		hard   bool
+		ensure = func(id uint32) *entry {
 			for uint32(len(slots)) <= id {
 				slots = append(slots, &entry{})
 			}
