@@ -1,0 +1,171 @@
+package configs
+
+import (
+	"errors"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/spf13/afero"
+)
+
+var testMAC = [6]byte{0x24, 0x0A, 0xC4, 0xA1, 0xB2, 0xC3}
+
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := "testdata/" + name
+	if os.Getenv("UPDATE_GOLDEN") != "" {
+		os.WriteFile(path, got, 0o644)
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != string(want) {
+		t.Fatalf("%s differs:\n got %s\nwant %s", name, got, want)
+	}
+}
+
+func newLoader(files map[string]string) *Loader {
+	fs := afero.NewMemMapFs()
+	for n, d := range files {
+		afero.WriteFile(fs, n, []byte(d), 0o644)
+	}
+	return &Loader{FS: fs, Schema: NewSchema("esp32"), MAC: testMAC}
+}
+
+func TestDefaultsAndGetFormat(t *testing.T) {
+	c, err := newLoader(nil).Load(9, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.String("device.id"); got != "esp32_A1B2C3" {
+		t.Errorf("device.id = %q", got)
+	}
+	if got := c.String("wifi.ap.ssid"); got != "Mongoose_A1B2C3" {
+		t.Errorf("wifi.ap.ssid = %q", got)
+	}
+	all, _ := c.JSON("")
+	golden(t, "config-get-defaults.json", all)
+	sub, _ := c.JSON("mqtt")
+	if !strings.HasPrefix(string(sub), `{"enable":false,"server":"iot.eclipse.org:1883"`) || !strings.Contains(string(sub), `"reconnect_timeout_min":2.000000`) {
+		t.Errorf("mqtt = %s", sub)
+	}
+	if v, _ := c.JSON("http.enable"); string(v) != "true" {
+		t.Errorf("http.enable = %s", v)
+	}
+	if _, err := c.JSON("no.such"); err == nil {
+		t.Error("unknown key accepted")
+	}
+}
+
+func TestLayering(t *testing.T) {
+	tests := []struct {
+		name  string
+		files map[string]string
+		check func(t *testing.T, c *Config)
+		err   string
+	}{
+		{"conf9 overrides conf1", map[string]string{
+			"conf1.json": `{"debug":{"level":1},"http":{"listen_addr":"8080"}}`,
+			"conf9.json": `{"debug":{"level":3}}`,
+		}, func(t *testing.T, c *Config) {
+			if c.Int("debug.level") != 3 || c.String("http.listen_addr") != "8080" {
+				t.Errorf("level %d listen %q", c.Int("debug.level"), c.String("http.listen_addr"))
+			}
+		}, ""},
+		{"conf_acl of level 1 restricts level 9", map[string]string{
+			"conf1.json": `{"conf_acl":"wifi.*,-*"}`,
+			"conf9.json": `{"wifi":{"sta":{"ssid":"net"}},"debug":{"level":4}}`,
+		}, func(t *testing.T, c *Config) {
+			if c.String("wifi.sta.ssid") != "net" || c.Int("debug.level") != 2 {
+				t.Errorf("ssid %q level %d", c.String("wifi.sta.ssid"), c.Int("debug.level"))
+			}
+		}, ""},
+		{"try replaces and is consumed", map[string]string{
+			"conf9.json":     `{"debug":{"level":1}}`,
+			"conf9.json.try": `{"debug":{"level":4}}`,
+		}, func(t *testing.T, c *Config) {
+			if c.Int("debug.level") != 4 {
+				t.Errorf("level %d", c.Int("debug.level"))
+			}
+		}, ""},
+		{"legacy conf.json", map[string]string{"conf.json": `{"debug":{"level":0}}`},
+			func(t *testing.T, c *Config) {
+				if c.Int("debug.level") != 0 {
+					t.Errorf("level %d", c.Int("debug.level"))
+				}
+			}, ""},
+		{"unknown keys ignored", map[string]string{"conf9.json": `{"rpc":{"http":{"enable":false}},"x":1}`},
+			func(t *testing.T, c *Config) {
+				if !c.Bool("rpc.http_enable") {
+					t.Error("rpc.http.enable changed rpc.http_enable")
+				}
+			}, ""},
+		{"type error", map[string]string{"conf9.json": `{"debug":{"level":"high"}}`}, nil, "[debug.level] is not a number"},
+		{"bool error", map[string]string{"conf9.json": `{"http":{"enable":1}}`}, nil, "[http.enable] is not a boolean"},
+		{"string error", map[string]string{"conf9.json": `{"device":{"id":5}}`}, nil, "[device.id] is not a string"},
+		{"bad json", map[string]string{"conf9.json": `{"debug":`}, nil, "Invalid JSON"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := newLoader(tt.files)
+			c, err := l.Load(9, true)
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("err = %v, want %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, c)
+			if _, err := l.FS.Stat("conf9.json.try"); !errors.Is(err, os.ErrNotExist) {
+				t.Error(".try file not consumed")
+			}
+		})
+	}
+}
+
+func TestSaveDiff(t *testing.T) {
+	l := newLoader(map[string]string{"conf1.json": `{"http":{"listen_addr":"8080"}}`})
+	c, _ := l.Load(9, true)
+	if err := c.Apply("", []byte(`{"debug":{"level":3},"http":{"listen_addr":"8080"},"wifi":{"sta":{"enable":true,"ssid":"Net"}},"mqtt":{"reconnect_timeout_max":30}}`), "*", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Save(c, 9, false); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := afero.ReadFile(l.FS, "conf9.json")
+	golden(t, "conf9-saved.json", got)
+	c2, _ := l.Load(9, true)
+	a, _ := c.JSON("")
+	b, _ := c2.JSON("")
+	if string(a) != string(b) {
+		t.Fatal("saved config does not load back identical")
+	}
+}
+
+func TestApplyIsAllOrNothing(t *testing.T) {
+	c := New(NewSchema("esp32"))
+	err := c.Apply("", []byte(`{"debug":{"level":3,"udp_log_level":"x"}}`), "*", nil)
+	if err == nil || c.Int("debug.level") != 2 {
+		t.Fatalf("err %v, level %d", err, c.Int("debug.level"))
+	}
+}
+
+func FuzzApply(f *testing.F) {
+	f.Add([]byte(`{"debug":{"level":3},"wifi":{"sta":{"ssid":"x"}}}`))
+	f.Add([]byte(`[1,2]`))
+	s := NewSchema("esp32")
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c := New(s)
+		if err := c.Apply("", b, "*", nil); err != nil {
+			return
+		}
+		if _, err := c.JSON(""); err != nil {
+			t.Fatal(err)
+		}
+	})
+}

@@ -1,0 +1,154 @@
+// Package configs is Mongoose OS sys_config: the schema with its defaults,
+// the conf1..conf9 layering on the device filesystem, conf_acl, device.id
+// templating, saving the difference to conf9.json, and the Config.* RPC
+// service.
+package configs
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+)
+
+// Kind is the type of a config value.
+type Kind int
+
+// Value kinds.
+const (
+	Object Kind = iota
+	String
+	Int
+	Bool
+	Double
+)
+
+// Node is one key of the schema.
+type Node struct {
+	Key      string // last path element
+	Path     string // dotted path from the root
+	Kind     Kind
+	Default  any // string, int64, bool or float64; nil for objects
+	Children []*Node
+}
+
+// Schema is the immutable description of every config key, in firmware
+// order. Schemas are shared by all devices of an arch.
+type Schema struct {
+	Root   *Node
+	byPath map[string]*Node
+}
+
+// Lookup returns the node at a dotted path ("" is the root).
+func (s *Schema) Lookup(path string) (*Node, bool) {
+	if path == "" {
+		return s.Root, true
+	}
+	n, ok := s.byPath[path]
+	return n, ok
+}
+
+func obj(key string, children ...*Node) *Node { return &Node{Key: key, Kind: Object, Children: children} }
+func str(key, def string) *Node             { return &Node{Key: key, Kind: String, Default: def} }
+func num(key string, def int64) *Node       { return &Node{Key: key, Kind: Int, Default: def} }
+func flag(key string, def bool) *Node       { return &Node{Key: key, Kind: Bool, Default: def} }
+func dbl(key string, def float64) *Node     { return &Node{Key: key, Kind: Double, Default: def} }
+
+func staConfig(key string) *Node {
+	return obj(key, flag("enable", false), str("ssid", ""), str("pass", ""), str("bssid", ""),
+		num("channel", 0), str("last_bssid", ""), num("last_channel", 0), str("user", ""),
+		str("anon_identity", ""), str("cert", ""), str("key", ""), str("ca_cert", ""), str("ip", ""),
+		str("netmask", ""), str("gw", ""), str("nameserver", ""), str("dhcp_hostname", ""))
+}
+
+func mqttConfig(key string, enable bool, server string) *Node {
+	return obj(key, flag("enable", enable), str("server", server), str("client_id", ""),
+		str("user", ""), str("pass", ""), dbl("reconnect_timeout_min", 2), dbl("reconnect_timeout_max", 60),
+		str("ssl_cert", ""), str("ssl_key", ""), str("ssl_ca_cert", ""), str("ssl_cipher_suites", ""),
+		str("ssl_psk_identity", ""), str("ssl_psk_key", ""), flag("clean_session", true),
+		num("keep_alive", 60), str("will_topic", ""), str("will_message", ""), flag("will_retain", false),
+		num("max_qos", 2), num("recv_mbuf_limit", 3072), flag("require_time", false),
+		flag("cloud_events", true), num("max_queue_length", 5), flag("ws_enable", false),
+		str("ws_path", "/mqtt"), flag("debug_use_log_level", false))
+}
+
+func buildSchema(arch string) *Schema {
+	root := obj("",
+		obj("device", str("id", arch+"_??????"), str("license", ""), str("mac", ""),
+			str("public_key", ""), str("sn", "")),
+		obj("debug", str("udp_log_addr", ""), num("udp_log_level", 3), num("mbedtls_level", 0),
+			num("level", 2), str("file_level", ""), num("event_level", 2), num("stdout_uart", 0),
+			num("stderr_uart", 0), num("factory_reset_gpio", -1), str("mg_mgr_hexdump_file", ""),
+			str("stdout_topic", ""), str("stderr_topic", "")),
+		obj("sys", str("tz_spec", ""), num("wdt_timeout", 30), str("pref_ota_lib", ""),
+			obj("atca", flag("enable", false), num("i2c_bus", 0), num("i2c_addr", 0x60),
+				num("ecdh_slots_mask", 0x0c))),
+		str("conf_acl", "*"),
+		obj("http", flag("enable", true), str("listen_addr", "80"), str("document_root", "/"),
+			str("index_files", ""), str("ssl_cert", ""), str("ssl_key", ""), str("ssl_ca_cert", ""),
+			str("upload_acl", "*"), str("hidden_files", ""), str("auth_domain", ""), str("auth_file", ""),
+			num("auth_algo", 0), str("extra_headers", "")),
+		obj("rpc", flag("enable", true), flag("http_enable", true), flag("service_sys_enable", true),
+			num("max_frame_size", 4096), num("max_queue_length", 25), num("max_non_persistent_channels", 20),
+			num("default_out_channel_idle_close_timeout", 10), str("acl", ""), str("acl_file", ""),
+			str("auth_domain", "RPC"), str("auth_file", ""), num("auth_algo", 0),
+			obj("ws", flag("enable", true), str("server_address", ""), num("reconnect_interval_min", 1),
+				num("reconnect_interval_max", 60), str("ssl_server_name", ""), str("ssl_cert", ""),
+				str("ssl_key", ""), str("ssl_ca_cert", "")),
+			obj("uart", num("uart_no", 0), num("baud_rate", 115200), num("fc_type", 2), str("dst", "")),
+			obj("mqtt", flag("enable", true), str("pub_topic", "%.*s/rpc"), str("sub_topic", "%.*s/rpc"),
+				flag("sub_wc", true), num("qos", 1))),
+		mqttConfig("mqtt", false, "iot.eclipse.org:1883"),
+		mqttConfig("mqtt1", false, ""),
+		obj("wifi",
+			obj("ap", flag("enable", true), str("ssid", "Mongoose_??????"), str("pass", "Mongoose"),
+				flag("hidden", false), num("channel", 6), num("max_connections", 10), str("ip", "192.168.4.1"),
+				str("netmask", "255.255.255.0"), str("gw", "192.168.4.1"), str("dhcp_start", "192.168.4.2"),
+				str("dhcp_end", "192.168.4.100"), num("trigger_on_gpio", -1), num("disable_after", 0),
+				str("hostname", "")),
+			staConfig("sta"), staConfig("sta1"), staConfig("sta2"),
+			num("sta_rssi_thr", -95), num("sta_connect_timeout", 15), num("sta_roam_rssi_thr", -80),
+			num("sta_roam_interval", 0)),
+	)
+	s := &Schema{Root: root, byPath: map[string]*Node{}}
+	var walk func(n *Node, prefix string)
+	walk = func(n *Node, prefix string) {
+		for _, c := range n.Children {
+			c.Path = strings.TrimPrefix(prefix+"."+c.Key, ".")
+			s.byPath[c.Path] = c
+			walk(c, c.Path)
+		}
+	}
+	walk(root, "")
+	return s
+}
+
+// Schemas builds each arch's schema once and hands out the shared,
+// read-only copy.
+type Schemas struct {
+	mu sync.Mutex
+	m  map[string]*Schema
+}
+
+// For returns the schema of arch ("esp32", "esp8266").
+func (ss *Schemas) For(arch string) *Schema {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.m == nil {
+		ss.m = map[string]*Schema{}
+	}
+	if s, ok := ss.m[arch]; ok {
+		return s
+	}
+	s := buildSchema(arch)
+	ss.m[arch] = s
+	return s
+}
+
+// NewSchema returns a fresh schema for arch.
+func NewSchema(arch string) *Schema { return buildSchema(arch) }
+
+func (k Kind) String() string {
+	return [...]string{"object", "string", "int", "bool", "double"}[k]
+}
+
+var _ = fmt.Sprint
