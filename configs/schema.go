@@ -47,11 +47,13 @@ func (s *Schema) Lookup(path string) (*Node, bool) {
 	return n, ok
 }
 
-func obj(key string, children ...*Node) *Node { return &Node{Key: key, Kind: Object, Children: children} }
-func str(key, def string) *Node             { return &Node{Key: key, Kind: String, Default: def} }
-func num(key string, def int64) *Node       { return &Node{Key: key, Kind: Int, Default: def} }
-func flag(key string, def bool) *Node       { return &Node{Key: key, Kind: Bool, Default: def} }
-func dbl(key string, def float64) *Node     { return &Node{Key: key, Kind: Double, Default: def} }
+func obj(key string, children ...*Node) *Node {
+	return &Node{Key: key, Kind: Object, Children: children}
+}
+func str(key, def string) *Node         { return &Node{Key: key, Kind: String, Default: def} }
+func num(key string, def int64) *Node   { return &Node{Key: key, Kind: Int, Default: def} }
+func flag(key string, def bool) *Node   { return &Node{Key: key, Kind: Bool, Default: def} }
+func dbl(key string, def float64) *Node { return &Node{Key: key, Kind: Double, Default: def} }
 
 func staConfig(key string) *Node {
 	return obj(key, flag("enable", false), str("ssid", ""), str("pass", ""), str("bssid", ""),
