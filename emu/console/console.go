@@ -94,6 +94,9 @@ func (o *Output) Print(src, msg string) {
 
 // Format renders one firmware log line.
 func Format(src, msg string) []byte {
+	if src == "" && msg == "" {
+		return []byte{'\n'}
+	}
 	if len(src) > PrefixLen-1 {
 		src = src[:PrefixLen-1]
 	}
@@ -178,4 +181,6 @@ func (s *WriterSink) WriteLog(line []byte) {
 }
 
 // Src returns the slog attribute naming a firmware source location.
-func Src(file string, line int) slog.Attr { return slog.String(SrcKey, fmt.Sprintf("%s:%d", file, line)) }
+func Src(file string, line int) slog.Attr {
+	return slog.String(SrcKey, fmt.Sprintf("%s:%d", file, line))
+}

@@ -1,0 +1,69 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/mosemu/mosemu/emu"
+	"github.com/spf13/cobra"
+)
+
+func runCmd() *cobra.Command {
+	var opts emu.Options
+	var quiet bool
+	c := &cobra.Command{
+		Use:   "run",
+		Short: "Start a device and serve it until SIGINT/SIGTERM",
+		Long: `Start a device from its state directory (created on first run) and
+print where to connect: the HTTP/WebSocket RPC address and the serial pty.
+The console log is mirrored to stderr unless --quiet.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !quiet {
+				opts.Console = os.Stderr
+			}
+			opts.Serial = true
+			start := time.Now()
+			d, err := emu.New(opts)
+			if err != nil {
+				return err
+			}
+			defer d.Close()
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			if err := d.Start(ctx); err != nil {
+				fmt.Fprintf(os.Stderr, "mosemu: boot failed: %v (the ROM loader still answers on %s)\n", err, d.SerialPath())
+			}
+			printWhere(d, time.Since(start))
+			<-ctx.Done()
+			fmt.Fprintln(os.Stderr, "mosemu: shutting down")
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&opts.Arch, "arch", "", "board: esp32 or esp8266 (default esp32; fixed once the state exists)")
+	f.StringVar(&opts.StateDir, "state", "state/default", "state directory (flash, efuses, ATECC)")
+	f.StringVar(&opts.HTTPAddr, "http", "127.0.0.1:8080", "host address of the device's HTTP server (port 0 picks one)")
+	f.BoolVar(&opts.FlashEncryption, "flash-encryption", false, "new device: bootloader built with flash encryption (first boot encrypts and burns efuses)")
+	f.BoolVarP(&quiet, "quiet", "q", false, "do not mirror the console log to stderr")
+	return c
+}
+
+func printWhere(d *emu.Device, took time.Duration) {
+	id := d.Identity()
+	fmt.Printf("mosemu: %s device up in %v (state %s)\n", id.Arch, took.Round(time.Millisecond), d.StateDir())
+	if a := d.HTTPAddr(); a != "" {
+		fmt.Printf("  RPC over WebSocket: mos --port ws://%s/rpc call Sys.GetInfo\n", a)
+		fmt.Printf("  RPC over HTTP:      curl http://%s/rpc/Sys.GetInfo\n", a)
+	}
+	if p := d.SerialPath(); p != "" {
+		fmt.Printf("  Serial (console, RPC, ROM loader): mos --port %s console\n", p)
+	}
+	if a := d.MQTTBroker(); a != "" {
+		fmt.Printf("  RPC over MQTT:      mos --port mqtt://%s/%s call Sys.GetInfo\n", a, d.DeviceID())
+	}
+}

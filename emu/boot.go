@@ -1,0 +1,175 @@
+package emu
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/mosemu/mosemu/configs"
+	"github.com/mosemu/mosemu/emu/console"
+	"github.com/mosemu/mosemu/emu/flash"
+	"github.com/mosemu/mosemu/emu/partition"
+	lfs "github.com/mosemu/mosemu/fs"
+	"github.com/mosemu/mosemu/rpc"
+)
+
+// firmware is the state of one boot of Mongoose OS on the device: it is
+// rebuilt from flash on every boot and torn down on reboot.
+type firmware struct {
+	started time.Time
+	table   partition.Table
+	fsPart  partition.Entry
+	fs      *lfs.FS
+	cfg     *configs.Store
+	disp    *rpc.Dispatcher
+	stops   []func() // run in reverse order on stop
+}
+
+func (fw *firmware) onStop(f func()) { fw.stops = append(fw.stops, f) }
+
+func (fw *firmware) stop() {
+	for i := len(fw.stops) - 1; i >= 0; i-- {
+		fw.stops[i]()
+	}
+	fw.stops = nil
+}
+
+// rawOrCPU returns the view of flash the firmware's CPU has of a region:
+// transparently decrypted when flash encryption is on and the region is
+// encrypted, raw otherwise.
+func (d *Device) cpuView(encrypted bool) flash.Device {
+	if encrypted {
+		if v := d.cryptView(); v != nil {
+			return v
+		}
+	}
+	return d.flash
+}
+
+// boot runs the firmware from what is in flash.
+func (d *Device) boot() (fw *firmware, err error) {
+	fw = &firmware{started: time.Now()}
+	defer func() {
+		if err != nil {
+			fw.stop()
+		}
+	}()
+	if err := d.firstBootProvision(); err != nil {
+		return nil, err
+	}
+	if err := d.bootloaderEncrypt(); err != nil {
+		return nil, err
+	}
+	d.banner()
+
+	// Locate the root filesystem.
+	if d.board.HasPartitionTable {
+		raw := make([]byte, partition.TableSize)
+		if _, err := d.cpuView(true).ReadAt(raw, partition.Offset); err != nil {
+			return nil, err
+		}
+		if fw.table, err = partition.Parse(raw); err != nil {
+			return nil, fmt.Errorf("boot: failed to verify partition table: %v; not booting", err)
+		}
+		var ok bool
+		if fw.fsPart, ok = fw.table.RootFS(); !ok {
+			return nil, errors.New("boot: no filesystem partition in the partition table; not booting")
+		}
+	} else {
+		fw.fsPart = partition.Entry{Type: partition.TypeData, Subtype: partition.SubSPIFFS,
+			Offset: uint32(d.board.FSOffset), Size: uint32(d.board.FSSize), Label: "fs0"}
+	}
+	dev := flash.NewWindow(d.cpuView(fw.fsPart.Encrypted()), int64(fw.fsPart.Offset), int64(fw.fsPart.Size))
+	if fw.fs, err = mountRootFS(dev, d); err != nil {
+		return nil, err
+	}
+	fw.onStop(func() { fw.fs.Unmount() })
+	if err := d.startFirmware(fw); err != nil {
+		return nil, err
+	}
+	return fw, nil
+}
+
+// mountRootFS mounts the root filesystem, formatting a blank partition as
+// the firmware does on first boot.
+func mountRootFS(dev flash.Device, d *Device) (*lfs.FS, error) {
+	fsys, err := lfs.Mount(dev)
+	if err == nil {
+		return fsys, nil
+	}
+	if !isBlank(dev) {
+		return nil, fmt.Errorf("boot: failed to mount the root filesystem: %v; not booting", err)
+	}
+	d.log.Info("Formatting the root filesystem", console.Src("mgos_vfs.c", 314))
+	if err := lfs.Format(dev); err != nil {
+		return nil, fmt.Errorf("boot: formatting the root filesystem: %w", err)
+	}
+	return lfs.Mount(dev)
+}
+
+// isBlank reports whether the first block of dev reads as erased flash
+// through the view the firmware has of it.
+func isBlank(dev flash.Device) bool {
+	b := make([]byte, 2*flash.SectorSize)
+	if _, err := dev.ReadAt(b, 0); err != nil {
+		return false
+	}
+	return bytes.Count(b, []byte{0xFF}) == len(b)
+}
+
+// firstBootProvision writes the factory image on a blank chip: bootloader,
+// partition table and application, as `mos flash` of the mosemu firmware
+// would leave them.
+func (d *Device) firstBootProvision() error {
+	if len(d.flash.UsedSectors()) != 0 {
+		return nil
+	}
+	d.log.Debug("Blank flash: writing the factory image", console.Src("mosemu", 0))
+	built := time.Now()
+	switch d.board.Arch {
+	case "esp32":
+		pt, err := partition.DefaultESP32().Marshal()
+		if err != nil {
+			return err
+		}
+		app, _ := partition.DefaultESP32().Find("app_0")
+		for _, w := range []struct {
+			off  int64
+			data []byte
+		}{
+			{0x1000, espImage(0x40080000, 0x3F400020, "bootloader", "v4.4.4", built)},
+			{partition.Offset, pt},
+			{int64(app.Offset), espImage(0x40081000, 0x3F400020, AppName, FWVersion, built)},
+		} {
+			if _, err := d.flash.WriteAt(w.data, w.off); err != nil {
+				return err
+			}
+		}
+	case "esp8266":
+		// rBoot config sector and app0 header: enough for a dump to look right.
+		if _, err := d.flash.WriteAt(espImage(0x40100000, 0x3FFE8000, AppName, FWVersion, built), 0x100000); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// banner prints the boot lines Mongoose OS prints (rpc.md §8).
+func (d *Device) banner() {
+	l := d.log
+	d.out.Print("", "")
+	d.out.Print("", "")
+	l.Info(fmt.Sprintf("%s %s (%s)", AppName, FWVersion, MGID), console.Src("mgos_init.c", 24))
+	l.Info(fmt.Sprintf("Mongoose OS %s (%s)", MGVersion, MGID), console.Src("mgos_init.c", 25))
+	l.Info(fmt.Sprintf("CPU: %d MHz, FreeRTOS 10.2.1, heap: %d total, %d free", d.board.CPUMHz, d.board.RAMSize, d.board.RAMFreeAtBoot), console.Src("mgos_init.c", 28))
+	l.Info(d.board.SDK, console.Src("esp32_main.c", 101))
+	l.Info(fmt.Sprintf("Boot partition: app_0; flash: %dM", d.board.FlashSize>>20), console.Src("esp32_main.c", 106))
+	l.Info("MAC: "+strings.ToLower(macColons(d.mac())), console.Src("esp32_main.c", 110))
+	l.Info("WDT: 30 seconds", console.Src("esp32_main.c", 112))
+}
+
+func macColons(m [6]byte) string {
+	return fmt.Sprintf("%02X:%02X:%02X:%02X:%02X:%02X", m[0], m[1], m[2], m[3], m[4], m[5])
+}

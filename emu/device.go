@@ -1,0 +1,203 @@
+// Package emu is the emulated device: one board with its flash, efuses,
+// serial port, I2C bus and the Mongoose OS firmware that runs on it.
+package emu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/mosemu/mosemu/configs"
+	"github.com/mosemu/mosemu/emu/console"
+	"github.com/mosemu/mosemu/emu/flash"
+	"github.com/mosemu/mosemu/emu/uart"
+)
+
+// Options configure a Device.
+type Options struct {
+	// Arch is "esp32" (default) or "esp8266". An existing state directory
+	// keeps the arch it was created with.
+	Arch string
+	// StateDir holds the device's persistent state; created on first run.
+	StateDir string
+	// HTTPAddr is where the firmware's HTTP server (http.listen_addr)
+	// listens on the host, e.g. "127.0.0.1:8080" or "127.0.0.1:0".
+	HTTPAddr string
+	// Serial attaches the console/RPC/ROM-loader UART to a pty.
+	Serial bool
+	// Console receives a copy of the console log (e.g. os.Stderr); may be nil.
+	Console io.Writer
+	// Seed, when non-zero, fixes the per-unit values of a new device.
+	Seed uint64
+	// FlashEncryption marks a new device's bootloader as built with flash
+	// encryption (first boot encrypts the flash and burns the efuses).
+	FlashEncryption bool
+	// Schemas shares sys_config schemas between the devices of a process;
+	// nil gives the device its own.
+	Schemas *configs.Schemas
+}
+
+// Device is one emulated board. Its methods are safe for concurrent use.
+type Device struct {
+	opts  Options
+	board Board
+	id    Identity
+
+	flash *flash.Chip
+	port  *uart.Port // nil without Options.Serial
+	out   *console.Output
+	log   *slog.Logger
+
+	mu       sync.Mutex
+	fw       *firmware // running firmware, nil when halted or in download mode
+	httpAddr string    // actual host address of the HTTP server, kept across reboots
+	closed   bool
+	bootErr  error
+	ctx      context.Context
+
+	rebootMu  sync.Mutex
+	rebootDue time.Time
+
+	ownSchema *configs.Schema
+	macFn     func() [6]byte // factory MAC source; nil derives it from the seed
+}
+
+// New opens (or creates) the device state in opts.StateDir. The device does
+// not run until Start.
+func New(opts Options) (*Device, error) {
+	if opts.StateDir == "" {
+		return nil, errors.New("emu: Options.StateDir is required")
+	}
+	id, _, err := loadIdentity(opts.StateDir, Identity{Arch: orDefault(opts.Arch, "esp32"), Seed: opts.Seed, FlashEncryption: opts.FlashEncryption})
+	if err != nil {
+		return nil, err
+	}
+	if opts.Arch != "" && opts.Arch != id.Arch {
+		return nil, fmt.Errorf("emu: state %s belongs to an %s device, not %s", opts.StateDir, id.Arch, opts.Arch)
+	}
+	board, _ := BoardFor(id.Arch)
+	d := &Device{opts: opts, board: board, id: id, httpAddr: orDefault(opts.HTTPAddr, "127.0.0.1:0")}
+	d.out = console.NewOutput()
+	if opts.Console != nil {
+		d.out.AddSink(&console.WriterSink{W: opts.Console})
+	}
+	d.log = console.NewLogger(d.out)
+	if d.flash, err = flash.Open(filepath.Join(opts.StateDir, FlashFile), board.FlashSize); err != nil {
+		return nil, err
+	}
+	if opts.Serial {
+		if d.port, err = uart.Open(); err != nil {
+			d.flash.Close()
+			return nil, fmt.Errorf("emu: opening the serial pty: %w", err)
+		}
+		d.out.AddSink(d.port)
+	}
+	return d, nil
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// Board returns the board profile.
+func (d *Device) Board() Board { return d.board }
+
+// Identity returns the persistent identity of the device.
+func (d *Device) Identity() Identity { return d.id }
+
+// SerialPath returns the pty path host tools open, or "" without a serial port.
+func (d *Device) SerialPath() string {
+	if d.port == nil {
+		return ""
+	}
+	return d.port.Path()
+}
+
+// HTTPAddr returns the host address of the firmware's HTTP server once it
+// has started.
+func (d *Device) HTTPAddr() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.httpAddr
+}
+
+// Flash returns the raw SPI flash (what a flash dump shows).
+func (d *Device) Flash() *flash.Chip { return d.flash }
+
+// Logger returns the device's console logger.
+func (d *Device) Logger() *slog.Logger { return d.log }
+
+// Start boots the device. A boot failure that a real board would survive in
+// a boot loop (corrupt partition table, unmountable filesystem) is logged on
+// the console and leaves the device halted but reachable through the ROM
+// loader on its serial port; Start then returns the reason.
+func (d *Device) Start(ctx context.Context) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return errors.New("emu: device closed")
+	}
+	d.ctx = ctx
+	return d.bootLocked()
+}
+
+// Reboot restarts the firmware: connections drop, config and files reload.
+func (d *Device) Reboot() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return errors.New("emu: device closed")
+	}
+	d.stopLocked()
+	return d.bootLocked()
+}
+
+// BootError returns why the last boot failed, or nil.
+func (d *Device) BootError() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.bootErr
+}
+
+// Close stops the firmware and releases the state.
+func (d *Device) Close() error {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return nil
+	}
+	d.closed = true
+	d.stopLocked()
+	d.mu.Unlock()
+	if d.port != nil {
+		d.port.Flush(200 * time.Millisecond)
+		d.port.Close()
+	}
+	return d.flash.Close()
+}
+
+func (d *Device) stopLocked() {
+	if d.fw != nil {
+		d.fw.stop()
+		d.fw = nil
+	}
+}
+
+func (d *Device) bootLocked() error {
+	fw, err := d.boot()
+	d.bootErr = err
+	if err != nil {
+		d.log.Error(err.Error(), console.Src("mgos_init.c", 115))
+		return err
+	}
+	d.fw = fw
+	return nil
+}

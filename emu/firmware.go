@@ -1,0 +1,122 @@
+package emu
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/mosemu/mosemu/configs"
+	"github.com/mosemu/mosemu/emu/console"
+	"github.com/mosemu/mosemu/rpc"
+)
+
+// startFirmware brings up what Mongoose OS initialises after mounting the
+// root filesystem: config, RPC, HTTP server, UART channel.
+func (d *Device) startFirmware(fw *firmware) error {
+	loader := &configs.Loader{FS: fw.fs, Schema: d.schema(), Log: d.log, MAC: d.mac()}
+	cfg, err := loader.Load(9, true)
+	if err != nil {
+		return fmt.Errorf("boot: failed to load config: %v", err)
+	}
+	fw.cfg = configs.NewStore(loader, cfg)
+	d.out.SetLevel(cfg.Int("debug.level"))
+
+	disp := rpc.NewDispatcher(func() string { return fw.cfg.Get().String("device.id") }, d.log)
+	disp.MaxFrameSize = func() int { return fw.cfg.Get().Int("rpc.max_frame_size") }
+	disp.Lockout = func() *rpc.Error {
+		if left := time.Until(d.rebootAt()); left > 0 && left < 100*time.Millisecond {
+			return rpc.Errorf(418, "shutting down in %d ms", left.Milliseconds())
+		}
+		return nil
+	}
+	fw.disp = disp
+	rpc.RegisterFS(disp, fw.fs, d.log)
+	configs.RegisterService(disp, fw.cfg, rebooter{d}, d.log)
+	if cfg.Bool("rpc.service_sys_enable") {
+		rpc.RegisterSys(disp, &sysDevice{d: d, fw: fw})
+	}
+	if cfg.Bool("http.enable") {
+		if err := d.startHTTP(fw); err != nil {
+			return err
+		}
+	}
+	if d.port != nil && cfg.Bool("rpc.enable") && cfg.Int("rpc.uart.uart_no") == 0 {
+		u := &rpc.UARTChannel{Out: d.port, Handler: disp, Log: d.log, Info: "UART0",
+			MaxFrame: func() int { return fw.cfg.Get().Int("rpc.max_frame_size") }}
+		d.port.SetSoftwareFlowControl(cfg.Int("rpc.uart.fc_type") == 2)
+		d.port.SetConsumer(u.Feed)
+		fw.onStop(func() { d.port.SetConsumer(nil); u.Close() })
+		d.log.Info("0x3ffb2e40 UART0", console.Src("mgos_rpc_channel_uart.c", 238))
+	}
+	d.log.Info(fmt.Sprintf("Init done, RAM: %d total, %d free, %d min free", d.board.RAMSize, d.board.RAMFreeAtBoot, d.board.RAMFreeAtBoot-1024), console.Src("mgos_init.c", 85))
+	return nil
+}
+
+// startHTTP starts the firmware's HTTP server on the device's host address.
+func (d *Device) startHTTP(fw *firmware) error {
+	cfg := fw.cfg.Get()
+	l, err := net.Listen("tcp", d.httpAddr)
+	if err != nil {
+		return fmt.Errorf("boot: HTTP server: %w", err)
+	}
+	d.httpAddr = l.Addr().String() // keep the port across reboots
+	mux := http.NewServeMux()
+	rpcCh := &rpc.HTTPChannel{Handler: fw.disp,
+		Switches: func() rpc.Switches {
+			c := fw.cfg.Get()
+			return rpc.Switches{Enable: c.Bool("rpc.enable"), HTTPEnable: c.Bool("rpc.http_enable"), WSEnable: c.Bool("rpc.ws.enable")}
+		},
+		MaxFrameSize: func() int { return fw.cfg.Get().Int("rpc.max_frame_size") },
+	}
+	if cfg.Bool("rpc.enable") {
+		mux.Handle("/rpc", rpcCh)
+		mux.Handle("/rpc/", rpcCh)
+	}
+	mux.Handle("/", &staticFiles{fw: fw})
+	srv := &http.Server{Handler: logConns(mux, d), ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(l)
+	fw.onStop(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		srv.Shutdown(ctx)
+		srv.Close()
+	})
+	d.log.Info(fmt.Sprintf("HTTP server started on [%s]", cfg.String("http.listen_addr")), console.Src("mgos_http_server.c", 543))
+	return nil
+}
+
+func logConns(h http.Handler, d *Device) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		d.log.Debug(fmt.Sprintf("%p HTTP connection from %s", r, r.RemoteAddr), console.Src("mgos_http_server.c", 131))
+		h.ServeHTTP(w, r)
+	})
+}
+
+// sysDevice is the device as the Sys.* service sees it.
+type sysDevice struct {
+	d  *Device
+	fw *firmware
+}
+
+func (s *sysDevice) Info() rpc.SysInfo {
+	cfg := s.fw.cfg.Get()
+	mac := s.d.mac()
+	total, used := s.fw.fs.Usage()
+	free := int64(s.d.board.RAMFreeAtBoot)
+	return rpc.SysInfo{
+		ID: cfg.String("device.id"), App: AppName, FWVersion: FWVersion,
+		FWID: s.d.fwID(), MGVersion: MGVersion, MGID: MGID,
+		MAC:  strings.ReplaceAll(macColons(mac), ":", ""),
+		Arch: s.d.board.Arch, Uptime: int64(time.Since(s.fw.started).Seconds()),
+		PublicKey: cfg.String("device.public_key"),
+		RAMSize:   int64(s.d.board.RAMSize), RAMFree: free, RAMMinFree: free - 1024,
+		FSSize: total, FSFree: total - used,
+		WiFi: &rpc.WiFiInfo{StaIP: "", APIP: cfg.String("wifi.ap.ip"), Status: "disconnected", SSID: ""},
+	}
+}
+
+func (s *sysDevice) Reboot(delay time.Duration) { s.d.ScheduleReboot(delay) }
+func (s *sysDevice) SetDebugLevel(l int)        { s.d.out.SetLevel(l) }
