@@ -49,8 +49,8 @@ func (d *Device) cpuView(encrypted bool) flash.Device {
 }
 
 // boot runs the firmware from what is in flash.
-func (d *Device) boot() (fw *firmware, err error) {
-	fw = &firmware{started: time.Now()}
+func (d *Device) boot() (_ *firmware, err error) {
+	fw := &firmware{started: time.Now()}
 	defer func() {
 		if err != nil {
 			fw.stop()

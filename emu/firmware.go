@@ -81,6 +81,7 @@ func (d *Device) startHTTP(fw *firmware) error {
 	fw.onStop(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		defer cancel()
+		l.Close() // Serve may not have taken it over yet
 		srv.Shutdown(ctx)
 		srv.Close()
 	})
