@@ -81,6 +81,9 @@ func (u *UARTChannel) maxFrame() int {
 
 // chunk handles one delimited chunk; u.mu is held.
 func (u *UARTChannel) chunk(c []byte) {
+	if len(c) == 0 {
+		return
+	}
 	if len(bytes.TrimSpace(c)) == 0 {
 		u.pendingN = true
 		return

@@ -1,0 +1,5 @@
+package rpc
+
+import "time"
+
+func waitShort() { time.Sleep(5 * time.Millisecond) }
