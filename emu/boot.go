@@ -82,7 +82,8 @@ func (d *Device) boot() (_ *firmware, err error) {
 			Offset: uint32(d.board.FSOffset), Size: uint32(d.board.FSSize), Label: "fs0"}
 	}
 	dev := flash.NewWindow(d.cpuView(fw.fsPart.Encrypted()), int64(fw.fsPart.Offset), int64(fw.fsPart.Size))
-	if fw.fs, err = mountRootFS(dev, d); err != nil {
+	raw := flash.NewWindow(d.flash, int64(fw.fsPart.Offset), int64(fw.fsPart.Size))
+	if fw.fs, err = mountRootFS(dev, raw, d); err != nil {
 		return nil, err
 	}
 	fw.onStop(func() { fw.fs.Unmount() })
@@ -94,12 +95,14 @@ func (d *Device) boot() (_ *firmware, err error) {
 
 // mountRootFS mounts the root filesystem, formatting a blank partition as
 // the firmware does on first boot.
-func mountRootFS(dev flash.Device, d *Device) (*lfs.FS, error) {
+func mountRootFS(dev, raw flash.Device, d *Device) (*lfs.FS, error) {
 	fsys, err := lfs.Mount(dev)
 	if err == nil {
 		return fsys, nil
 	}
-	if !isBlank(dev) {
+	// Erased flash is blank in the raw view; through the encryption engine
+	// it reads as noise.
+	if !isBlank(raw) {
 		return nil, fmt.Errorf("boot: failed to mount the root filesystem: %v; not booting", err)
 	}
 	d.log.Info("Formatting the root filesystem", console.Src("mgos_vfs.c", 314))
@@ -109,8 +112,7 @@ func mountRootFS(dev flash.Device, d *Device) (*lfs.FS, error) {
 	return lfs.Mount(dev)
 }
 
-// isBlank reports whether the first block of dev reads as erased flash
-// through the view the firmware has of it.
+// isBlank reports whether the first two blocks of dev are erased.
 func isBlank(dev flash.Device) bool {
 	b := make([]byte, 2*flash.SectorSize)
 	if _, err := dev.ReadAt(b, 0); err != nil {

@@ -13,8 +13,10 @@ import (
 	"time"
 
 	"github.com/mosemu/mosemu/configs"
+	"github.com/mosemu/mosemu/efuse"
 	"github.com/mosemu/mosemu/emu/console"
 	"github.com/mosemu/mosemu/emu/flash"
+	"github.com/mosemu/mosemu/emu/flashenc"
 	"github.com/mosemu/mosemu/emu/uart"
 )
 
@@ -63,6 +65,9 @@ type Device struct {
 	rebootMu  sync.Mutex
 	rebootDue time.Time
 
+	efuses *efuse.Efuses // nil on boards without an efuse controller
+	crypt  *flashenc.View
+
 	ownSchema *configs.Schema
 	macFn     func() [6]byte // factory MAC source; nil derives it from the seed
 }
@@ -87,6 +92,15 @@ func New(opts Options) (*Device, error) {
 		d.out.AddSink(&console.WriterSink{W: opts.Console})
 	}
 	d.log = console.NewLogger(d.out)
+	if board.HasEfuses {
+		if d.efuses, err = efuse.Load(d.efusePath(), id.Seed); err != nil {
+			return nil, fmt.Errorf("emu: %s: %w", d.efusePath(), err)
+		}
+		if err := d.efuses.Save(d.efusePath()); err != nil {
+			return nil, err
+		}
+		d.macFn = d.efuses.MAC
+	}
 	if d.flash, err = flash.Open(filepath.Join(opts.StateDir, FlashFile), board.FlashSize); err != nil {
 		return nil, err
 	}
@@ -128,6 +142,9 @@ func (d *Device) HTTPAddr() string {
 	defer d.mu.Unlock()
 	return d.httpAddr
 }
+
+// Efuses returns the ESP32 efuses, or nil on an ESP8266.
+func (d *Device) Efuses() *efuse.Efuses { return d.efuses }
 
 // Flash returns the raw SPI flash (what a flash dump shows).
 func (d *Device) Flash() *flash.Chip { return d.flash }

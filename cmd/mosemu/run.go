@@ -38,6 +38,12 @@ The console log is mirrored to stderr unless --quiet.`,
 			if err := d.Start(ctx); err != nil {
 				fmt.Fprintf(os.Stderr, "mosemu: boot failed: %v (the ROM loader still answers on %s)\n", err, d.SerialPath())
 			}
+			if opts.FlashEncryption && !d.Identity().FlashEncryption {
+				if err := d.SetBootloaderFlashEncryption(true); err != nil {
+					return err
+				}
+				d.Reboot()
+			}
 			printWhere(d, time.Since(start))
 			<-ctx.Done()
 			fmt.Fprintln(os.Stderr, "mosemu: shutting down")
