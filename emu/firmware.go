@@ -11,6 +11,7 @@ import (
 	"github.com/mosemu/mosemu/configs"
 	"github.com/mosemu/mosemu/emu/console"
 	"github.com/mosemu/mosemu/rpc"
+	"github.com/mosemu/mosemu/rpc/auth"
 )
 
 // startFirmware brings up what Mongoose OS initialises after mounting the
@@ -32,6 +33,11 @@ func (d *Device) startFirmware(fw *firmware) error {
 		}
 		return nil
 	}
+	disp.Guard = &auth.Guard{FS: fw.fs, Log: d.log, Settings: func() auth.Settings {
+		c := fw.cfg.Get()
+		return auth.Settings{ACL: c.String("rpc.acl"), ACLFile: c.String("rpc.acl_file"),
+			AuthDomain: c.String("rpc.auth_domain"), AuthFile: c.String("rpc.auth_file"), AuthAlgo: c.Int("rpc.auth_algo")}
+	}}
 	fw.disp = disp
 	rpc.RegisterFS(disp, fw.fs, d.log)
 	configs.RegisterService(disp, fw.cfg, rebooter{d}, d.log)

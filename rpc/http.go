@@ -49,6 +49,10 @@ func (h *HTTPChannel) maxBody() int64 {
 // ServeHTTP implements http.Handler.
 func (h *HTTPChannel) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sw := h.Switches()
+	if !sw.Enable || !sw.HTTPEnable { // the /rpc endpoint is not registered
+		writeRaw(w, r, 404, "text/plain", "Not Found", nil)
+		return
+	}
 	if websocket.IsWebSocketUpgrade(r) {
 		if !sw.WSEnable || !sw.Enable {
 			writeRaw(w, r, 503, "text/plain", "WS is disabled", nil)

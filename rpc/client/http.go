@@ -43,7 +43,11 @@ func (t *httpTransport) roundTrip(ctx context.Context, frame []byte, _ int64) ([
 	if err != nil {
 		return nil, err
 	}
-	if resp.StatusCode == 401 && t.c.user != "" {
+	if resp.StatusCode == 401 && t.c.user == "" {
+		resp.Body.Close()
+		return nil, &rpc.Error{Code: 401, Message: "credentials required: " + resp.Header.Get("WWW-Authenticate")}
+	}
+	if resp.StatusCode == 401 {
 		resp.Body.Close()
 		auth := t.digest(resp.Header.Get("WWW-Authenticate"))
 		if resp, err = send(auth); err != nil {
