@@ -62,6 +62,8 @@ type Device struct {
 	bootErr  error
 	ctx      context.Context
 
+	downloading bool // the ROM loader owns the UART
+
 	rebootMu  sync.Mutex
 	rebootDue time.Time
 

@@ -53,7 +53,7 @@ func (d *Device) startFirmware(fw *firmware) error {
 		u := &rpc.UARTChannel{Out: d.port, Handler: disp, Log: d.log, Info: "UART0",
 			MaxFrame: func() int { return fw.cfg.Get().Int("rpc.max_frame_size") }}
 		d.port.SetSoftwareFlowControl(cfg.Int("rpc.uart.fc_type") == 2)
-		d.port.SetConsumer(u.Feed)
+		d.port.SetConsumer(d.uartInput(u.Feed))
 		fw.onStop(func() { d.port.SetConsumer(nil); u.Close() })
 		d.log.Info("0x3ffb2e40 UART0", console.Src("mgos_rpc_channel_uart.c", 238))
 	}

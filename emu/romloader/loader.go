@@ -1,0 +1,367 @@
+package romloader
+
+import (
+	"bytes"
+	"compress/zlib"
+	"crypto/md5"
+	"encoding/binary"
+	"encoding/hex"
+	"io"
+
+	"github.com/mosemu/mosemu/emu/flash"
+)
+
+// Command opcodes of the ROM loader.
+const (
+	CmdFlashBegin    = 0x02
+	CmdFlashData     = 0x03
+	CmdFlashEnd      = 0x04
+	CmdMemBegin      = 0x05
+	CmdMemEnd        = 0x06
+	CmdMemData       = 0x07
+	CmdSync          = 0x08
+	CmdWriteReg      = 0x09
+	CmdReadReg       = 0x0A
+	CmdSPISetParams  = 0x0B
+	CmdSPIAttach     = 0x0D
+	CmdChangeBaud    = 0x0F
+	CmdFlashDeflBeg  = 0x10
+	CmdFlashDeflData = 0x11
+	CmdFlashDeflEnd  = 0x12
+	CmdSPIFlashMD5   = 0x13
+)
+
+// ROM error codes.
+const (
+	errInvalidParam = 0x01
+	errInvalidMsg   = 0x05
+	errChecksum     = 0x07
+	errFlashWrite   = 0x08
+	errDeflate      = 0x0B
+)
+
+// Chip-detect magic values at 0x40001000.
+const (
+	magicReg     = 0x40001000
+	MagicESP32   = 0x00F01D83
+	MagicESP8266 = 0xFFF0C101
+	syncValue    = 0x20120707
+)
+
+// Target is the chip the loader runs on.
+type Target interface {
+	// ESP32 is true for an ESP32 (4 status bytes), false for an ESP8266.
+	ESP32() bool
+	// Flash is the raw SPI flash (no encryption: the ROM writes raw).
+	Flash() flash.Device
+	// ReadReg and WriteReg reach peripherals the loader does not model
+	// itself (the efuse controller); ok is false for unknown addresses.
+	ReadReg(addr uint32) (uint32, bool)
+	WriteReg(addr, v uint32) bool
+}
+
+// Exit says why the loader handed the UART back.
+type Exit int
+
+// Exit reasons.
+const (
+	ExitRunUserCode Exit = iota // FLASH_END/MEM_END asked to run the firmware
+	ExitReboot                  // FLASH_END asked for a reboot
+	ExitStub                    // a flasher stub was uploaded and started (not emulated yet)
+)
+
+// Loader is one download-mode session.
+type Loader struct {
+	t    Target
+	out  io.Writer
+	dec  Decoder
+	regs map[uint32]uint32 // registers written that nothing else models
+
+	// flash write state
+	writing   bool
+	deflate   bool
+	flashAddr uint32
+	flashSize uint32
+	blockSize uint32
+	nextSeq   uint32
+	written   uint32
+	inflater  *inflater
+}
+
+// inflater decompresses a FLASH_DEFL_* stream as its blocks arrive and
+// programs the output at consecutive flash offsets.
+type inflater struct {
+	pw   *io.PipeWriter
+	done chan struct{}
+	err  error
+}
+
+func (l *Loader) startInflater(off int64) *inflater {
+	pr, pw := io.Pipe()
+	in := &inflater{pw: pw, done: make(chan struct{})}
+	go func() {
+		defer close(in.done)
+		zr, err := zlib.NewReader(pr)
+		if err == nil {
+			buf := make([]byte, 4096)
+			for {
+				n, rerr := zr.Read(buf)
+				if n > 0 {
+					if _, werr := l.t.Flash().WriteAt(buf[:n], off); werr != nil {
+						err = werr
+						break
+					}
+					off += int64(n)
+				}
+				if rerr != nil {
+					if rerr != io.EOF {
+						err = rerr
+					}
+					break
+				}
+			}
+		}
+		in.err = err
+		pr.CloseWithError(err)
+		io.Copy(io.Discard, pr)
+	}()
+	return in
+}
+
+func (in *inflater) finish() error {
+	in.pw.Close()
+	<-in.done
+	return in.err
+}
+
+// New returns a loader speaking on out.
+func New(t Target, out io.Writer) *Loader {
+	return &Loader{t: t, out: out, regs: map[uint32]uint32{}}
+}
+
+// Feed consumes bytes from the host. It returns done=true with the exit
+// reason when the session ends.
+func (l *Loader) Feed(p []byte) (Exit, bool) {
+	for _, f := range l.dec.Feed(p) {
+		if ex, done := l.handle(f); done {
+			return ex, true
+		}
+	}
+	return 0, false
+}
+
+func (l *Loader) statusLen() int {
+	if l.t.ESP32() {
+		return 4
+	}
+	return 2
+}
+
+func (l *Loader) reply(cmd byte, value uint32, data []byte, status, errCode byte) {
+	body := append(append([]byte(nil), data...), status, errCode)
+	if l.t.ESP32() {
+		body = append(body, 0, 0)
+	}
+	hdr := make([]byte, 8, 8+len(body))
+	hdr[0], hdr[1] = 0x01, cmd
+	binary.LittleEndian.PutUint16(hdr[2:], uint16(len(body)))
+	binary.LittleEndian.PutUint32(hdr[4:], value)
+	l.out.Write(Encode(append(hdr, body...)))
+}
+
+func (l *Loader) ok(cmd byte, value uint32, data []byte) { l.reply(cmd, value, data, 0, 0) }
+func (l *Loader) fail(cmd byte, code byte)               { l.reply(cmd, 0, nil, 1, code) }
+
+func le(b []byte, i int) uint32 { return binary.LittleEndian.Uint32(b[4*i:]) }
+
+func (l *Loader) handle(f []byte) (Exit, bool) {
+	if len(f) < 8 || f[0] != 0x00 {
+		return 0, false // not a request: the ROM ignores it
+	}
+	cmd := f[1]
+	size := int(binary.LittleEndian.Uint16(f[2:]))
+	sum := binary.LittleEndian.Uint32(f[4:])
+	data := f[8:]
+	if size != len(data) {
+		l.fail(cmd, errInvalidMsg)
+		return 0, false
+	}
+	words := func(n int) bool {
+		if len(data) < 4*n {
+			l.fail(cmd, errInvalidMsg)
+			return false
+		}
+		return true
+	}
+	switch cmd {
+	case CmdSync:
+		if len(data) != 36 || !bytes.Equal(data[:4], []byte{0x07, 0x07, 0x12, 0x20}) {
+			l.fail(cmd, errInvalidMsg)
+			return 0, false
+		}
+		for i := 0; i < 8; i++ {
+			l.ok(cmd, syncValue, nil)
+		}
+	case CmdReadReg:
+		if words(1) {
+			l.ok(cmd, l.readReg(le(data, 0)), nil)
+		}
+	case CmdWriteReg:
+		if words(4) {
+			addr, v, mask := le(data, 0), le(data, 1), le(data, 2)
+			if mask != 0xFFFFFFFF {
+				v = v&mask | l.readReg(addr)&^mask
+			}
+			l.writeReg(addr, v)
+			l.ok(cmd, 0, nil)
+		}
+	case CmdSPIAttach, CmdSPISetParams, CmdChangeBaud:
+		l.ok(cmd, 0, nil)
+	case CmdFlashBegin, CmdFlashDeflBeg:
+		if !words(4) {
+			return 0, false
+		}
+		eraseSize, blocks, blockSize, off := le(data, 0), le(data, 1), le(data, 2), le(data, 3)
+		l.writing, l.deflate = true, cmd == CmdFlashDeflBeg
+		l.flashAddr, l.blockSize, l.nextSeq, l.written = off, blockSize, 0, 0
+		l.flashSize = blocks * blockSize
+		if l.inflater != nil {
+			l.inflater.finish()
+			l.inflater = nil
+		}
+		if cmd == CmdFlashDeflBeg {
+			l.flashSize = eraseSize // uncompressed size
+		}
+		start, end := int64(off)&^(flash.SectorSize-1), (int64(off)+int64(eraseSize)+flash.SectorSize-1)&^(flash.SectorSize-1)
+		if end > l.t.Flash().Size() || eraseSize == 0 && blocks == 0 {
+			if eraseSize == 0 && blocks == 0 { // esptool's run(): FLASH_BEGIN(0,0)
+				l.ok(cmd, 0, nil)
+				return 0, false
+			}
+			l.fail(cmd, errInvalidParam)
+			return 0, false
+		}
+		if err := l.t.Flash().Erase(start, end-start); err != nil {
+			l.fail(cmd, errFlashWrite)
+			return 0, false
+		}
+		if l.deflate {
+			l.inflater = l.startInflater(int64(off))
+		}
+		l.ok(cmd, 0, nil)
+	case CmdFlashData, CmdFlashDeflData:
+		if !l.writing || !words(4) {
+			l.fail(cmd, errInvalidParam)
+			return 0, false
+		}
+		n, seq := le(data, 0), le(data, 1)
+		payload := data[16:]
+		if int(n) != len(payload) || seq != l.nextSeq {
+			l.fail(cmd, errInvalidParam)
+			return 0, false
+		}
+		if checksum(payload) != sum&0xFF {
+			l.fail(cmd, errChecksum)
+			return 0, false
+		}
+		l.nextSeq++
+		if cmd == CmdFlashDeflData {
+			if l.inflater == nil {
+				l.fail(cmd, errInvalidParam)
+				return 0, false
+			}
+			if _, err := l.inflater.pw.Write(payload); err != nil {
+				l.fail(cmd, errDeflate)
+				return 0, false
+			}
+			l.ok(cmd, 0, nil)
+			return 0, false
+		}
+		if _, err := l.t.Flash().WriteAt(payload, int64(l.flashAddr)+int64(l.written)); err != nil {
+			l.fail(cmd, errFlashWrite)
+			return 0, false
+		}
+		l.written += uint32(len(payload))
+		l.ok(cmd, 0, nil)
+	case CmdFlashEnd, CmdFlashDeflEnd:
+		l.writing = false
+		if l.inflater != nil {
+			err := l.inflater.finish()
+			l.inflater = nil
+			if err != nil {
+				l.fail(cmd, errDeflate)
+				return 0, false
+			}
+		}
+		l.ok(cmd, 0, nil)
+		if len(data) >= 4 {
+			if le(data, 0) == 0 {
+				return ExitReboot, true
+			}
+			return ExitRunUserCode, true
+		}
+	case CmdSPIFlashMD5:
+		if !words(2) {
+			return 0, false
+		}
+		if l.inflater != nil { // flush what has been received so far
+			l.inflater.finish()
+			l.inflater = nil
+		}
+		addr, n := le(data, 0), le(data, 1)
+		if int64(addr)+int64(n) > l.t.Flash().Size() {
+			l.fail(cmd, errInvalidParam)
+			return 0, false
+		}
+		b := make([]byte, n)
+		l.t.Flash().ReadAt(b, int64(addr))
+		s := md5.Sum(b)
+		l.ok(cmd, 0, []byte(hex.EncodeToString(s[:]))) // ROM: 32 ASCII hex digits
+	case CmdMemBegin, CmdMemData:
+		l.ok(cmd, 0, nil)
+	case CmdMemEnd:
+		l.ok(cmd, 0, nil)
+		if words(2) && le(data, 0) == 0 {
+			return ExitStub, true
+		}
+	default:
+		l.fail(cmd, errInvalidMsg)
+	}
+	return 0, false
+}
+
+func checksum(p []byte) uint32 {
+	c := byte(0xEF)
+	for _, b := range p {
+		c ^= b
+	}
+	return uint32(c)
+}
+
+// readReg answers the registers tools read at connect time.
+func (l *Loader) readReg(addr uint32) uint32 {
+	if v, ok := l.t.ReadReg(addr); ok {
+		return v
+	}
+	switch addr {
+	case magicReg:
+		if l.t.ESP32() {
+			return MagicESP32
+		}
+		return MagicESP8266
+	case 0x3FF40014: // UART0 CLKDIV: 40 MHz APB / 115200
+		return 40_000_000 / 115200
+	case 0x60000014: // ESP8266 UART0 CLKDIV: 80 MHz / 115200 (26 MHz crystal × 2 divider)
+		return 52_000_000 / 115200
+	case 0x3FF6607C: // APB_CTL_DATE: bit 31 clear (not revision 3)
+		return 0x16042000
+	}
+	return l.regs[addr]
+}
+
+func (l *Loader) writeReg(addr, v uint32) {
+	if l.t.WriteReg(addr, v) {
+		return
+	}
+	l.regs[addr] = v
+}
