@@ -147,7 +147,7 @@ func TestBadPackets(t *testing.T) {
 	l.Feed(request(CmdReadReg, nil, 0))                    // truncated
 	l.Feed(request(CmdFlashBegin, words(0x1000, 1, 0x400, 0), 0))
 	l.Feed(request(CmdFlashData, append(words(4, 0, 0, 0), 1, 2, 3, 4), 0)) // bad checksum
-	l.Feed([]byte{0xC0, 0xDB, 0x01, 0xC0})                                     // bad escape: ignored
+	l.Feed([]byte{0xC0, 0xDB, 0x01, 0xC0})                                  // bad escape: ignored
 	fr := responses(out.Bytes())
 	want := []byte{errInvalidParam, errInvalidMsg, 0, errChecksum}
 	if len(fr) != len(want) {
