@@ -12,6 +12,7 @@ import (
 	"github.com/mosemu/mosemu/emu/flash"
 	"github.com/mosemu/mosemu/emu/partition"
 	lfs "github.com/mosemu/mosemu/fs"
+	"github.com/mosemu/mosemu/mqtt"
 	"github.com/mosemu/mosemu/rpc"
 )
 
@@ -24,6 +25,7 @@ type firmware struct {
 	fs      *lfs.FS
 	cfg     *configs.Store
 	disp    *rpc.Dispatcher
+	mqtt    *mqtt.Client
 	stops   []func() // run in reverse order on stop
 }
 

@@ -42,6 +42,11 @@ type Options struct {
 	// Schemas shares sys_config schemas between the devices of a process;
 	// nil gives the device its own.
 	Schemas *configs.Schemas
+	// MQTTBroker, when set, is the broker the device connects to while its
+	// config leaves mqtt.server at the firmware default: MQTT (and RPC over
+	// MQTT) is then on without any configuration. A configured mqtt.server
+	// is used as configured.
+	MQTTBroker string
 }
 
 // Device is one emulated board. Its methods are safe for concurrent use.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/mosemu/mosemu/configs"
 	"github.com/mosemu/mosemu/emu/console"
+	"github.com/mosemu/mosemu/mqtt"
 	"github.com/mosemu/mosemu/rpc"
 	"github.com/mosemu/mosemu/rpc/auth"
 )
@@ -57,6 +58,7 @@ func (d *Device) startFirmware(fw *firmware) error {
 		fw.onStop(func() { d.port.SetConsumer(nil); u.Close() })
 		d.log.Info("0x3ffb2e40 UART0", console.Src("mgos_rpc_channel_uart.c", 238))
 	}
+	d.startMQTT(fw)
 	d.log.Info(fmt.Sprintf("Init done, RAM: %d total, %d free, %d min free", d.board.RAMSize, d.board.RAMFreeAtBoot, d.board.RAMFreeAtBoot-1024), console.Src("mgos_init.c", 85))
 	return nil
 }
@@ -127,3 +129,35 @@ func (s *sysDevice) Info() rpc.SysInfo {
 
 func (s *sysDevice) Reboot(delay time.Duration) { s.d.ScheduleReboot(delay) }
 func (s *sysDevice) SetDebugLevel(l int)        { s.d.out.SetLevel(l) }
+
+// mqttServer returns the broker the firmware connects to, or "".
+func (d *Device) mqttServer(cfg *configs.Config) string {
+	server := cfg.String("mqtt.server")
+	defaultServer := server == "iot.eclipse.org:1883"
+	switch {
+	case d.opts.MQTTBroker != "" && defaultServer:
+		return d.opts.MQTTBroker
+	case cfg.Bool("mqtt.enable") && server != "":
+		return server
+	}
+	return ""
+}
+
+// startMQTT connects the device to its broker (mqtt.* config).
+func (d *Device) startMQTT(fw *firmware) {
+	cfg := fw.cfg.Get()
+	server := d.mqttServer(cfg)
+	if server == "" {
+		return
+	}
+	fw.mqtt = mqtt.Start(mqtt.Config{
+		Server: server, ClientID: cfg.String("mqtt.client_id"), User: cfg.String("mqtt.user"), Pass: cfg.String("mqtt.pass"),
+		KeepAlive: time.Duration(cfg.Int("mqtt.keep_alive")) * time.Second, CleanSession: cfg.Bool("mqtt.clean_session"),
+		WillTopic: cfg.String("mqtt.will_topic"), WillMessage: cfg.String("mqtt.will_message"), WillRetain: cfg.Bool("mqtt.will_retain"),
+		ReconnectMin: time.Duration(cfg.Float("mqtt.reconnect_timeout_min") * float64(time.Second)),
+		ReconnectMax: time.Duration(cfg.Float("mqtt.reconnect_timeout_max") * float64(time.Second)),
+		DeviceID:     cfg.String("device.id"), RPC: cfg.Bool("rpc.enable") && cfg.Bool("rpc.mqtt.enable"),
+		RPCQoS: byte(cfg.Int("rpc.mqtt.qos")), RPCHandler: fw.disp,
+	}, d.log)
+	fw.onStop(fw.mqtt.Close)
+}

@@ -87,8 +87,22 @@ func (d *Device) DeviceID() string {
 // StateDir returns the device's state directory.
 func (d *Device) StateDir() string { return d.opts.StateDir }
 
-// MQTTBroker returns the MQTT broker the device uses, or "".
-func (d *Device) MQTTBroker() string { return "" }
+// MQTTBroker returns the MQTT broker the running firmware uses, or "".
+func (d *Device) MQTTBroker() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.fw == nil || d.fw.mqtt == nil {
+		return ""
+	}
+	return d.mqttServer(d.fw.cfg.Get())
+}
+
+// MQTTConnected reports whether the firmware's MQTT session is up.
+func (d *Device) MQTTConnected() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.fw != nil && d.fw.mqtt != nil && d.fw.mqtt.Connected()
+}
 
 // staticFiles serves the document root from the device filesystem with
 // the http.* rules: index_files, hidden_files.

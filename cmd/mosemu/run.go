@@ -9,12 +9,14 @@ import (
 	"time"
 
 	"github.com/mosemu/mosemu/emu"
+	"github.com/mosemu/mosemu/mqtt"
 	"github.com/spf13/cobra"
 )
 
 func runCmd() *cobra.Command {
 	var opts emu.Options
-	var quiet bool
+	var quiet, broker bool
+	var brokerAddr string
 	c := &cobra.Command{
 		Use:   "run",
 		Short: "Start a device and serve it until SIGINT/SIGTERM",
@@ -27,6 +29,17 @@ The console log is mirrored to stderr unless --quiet.`,
 				opts.Console = os.Stderr
 			}
 			opts.Serial = true
+			if broker {
+				b, err := mqtt.StartBroker(brokerAddr, nil)
+				if err != nil { // the default port is taken: pick another
+					b, err = mqtt.StartBroker("127.0.0.1:0", nil)
+				}
+				if err != nil {
+					return fmt.Errorf("embedded MQTT broker: %w", err)
+				}
+				defer b.Close()
+				opts.MQTTBroker = b.Addr()
+			}
 			start := time.Now()
 			d, err := emu.New(opts)
 			if err != nil {
@@ -56,6 +69,8 @@ The console log is mirrored to stderr unless --quiet.`,
 	f.StringVar(&opts.HTTPAddr, "http", "127.0.0.1:8080", "host address of the device's HTTP server (port 0 picks one)")
 	f.BoolVar(&opts.FlashEncryption, "flash-encryption", false, "new device: bootloader built with flash encryption (first boot encrypts and burns efuses)")
 	f.BoolVarP(&quiet, "quiet", "q", false, "do not mirror the console log to stderr")
+	f.BoolVar(&broker, "broker", true, "start an embedded MQTT broker and connect the device to it (unless its config names another mqtt.server)")
+	f.StringVar(&brokerAddr, "broker-addr", "127.0.0.1:1883", "address of the embedded MQTT broker")
 	return c
 }
 

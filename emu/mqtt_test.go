@@ -1,0 +1,129 @@
+package emu
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/mosemu/mosemu/mqtt"
+)
+
+// mosCall does what `mos --port mqtt://broker/<id> call <method>` does:
+// subscribe to <id>/rpc-resp/<clientid>/rpc, publish the frame to <id>/rpc
+// with dst = id and src = <id>/rpc-resp/<clientid>.
+func mosCall(t *testing.T, broker, devID, method string) (json.RawMessage, error) {
+	t.Helper()
+	cid := fmt.Sprintf("mos-%d", time.Now().UnixNano()%1e9)
+	c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + broker).SetClientID(cid))
+	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		return nil, fmt.Errorf("connect: %v", tok.Error())
+	}
+	defer c.Disconnect(50)
+	src := devID + "/rpc-resp/" + cid
+	got := make(chan []byte, 1)
+	c.Subscribe(src+"/rpc", 1, func(_ paho.Client, m paho.Message) { got <- m.Payload() }).Wait()
+	frame := fmt.Sprintf(`{"src":%q,"dst":%q,"id":1234567890123,"method":%q}`, src, devID, method)
+	c.Publish(devID+"/rpc", 1, false, frame).Wait()
+	select {
+	case b := <-got:
+		var r struct {
+			ID     int64           `json:"id"`
+			Result json.RawMessage `json:"result"`
+			Error  json.RawMessage `json:"error"`
+		}
+		if err := json.Unmarshal(b, &r); err != nil || r.ID != 1234567890123 {
+			return nil, fmt.Errorf("bad reply %s", b)
+		}
+		if r.Error != nil {
+			return nil, fmt.Errorf("error %s", r.Error)
+		}
+		return r.Result, nil
+	case <-time.After(5 * time.Second):
+		return nil, fmt.Errorf("no reply to %s", method)
+	}
+}
+
+func waitMQTT(t *testing.T, d *Device, up bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for d.MQTTConnected() != up {
+		if time.Now().After(deadline) {
+			t.Fatalf("MQTT connected never became %v", up)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestRPCOverEmbeddedBrokerAndRestart(t *testing.T) {
+	b, err := mqtt.StartBroker("127.0.0.1:0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := b.Addr()
+	d, err := New(Options{StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", MQTTBroker: addr, Seed: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	d.Start(context.Background())
+	waitMQTT(t, d, true)
+	res, err := mosCall(t, addr, d.DeviceID(), "Sys.GetInfo")
+	if err != nil || !strings.Contains(string(res), d.DeviceID()) {
+		t.Fatalf("Sys.GetInfo over MQTT: %s %v", res, err)
+	}
+	// The broker restarts: the device reconnects and resubscribes.
+	b.Close()
+	waitMQTT(t, d, false)
+	b2, err := mqtt.StartBroker(addr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b2.Close()
+	waitMQTT(t, d, true)
+	time.Sleep(200 * time.Millisecond) // subscriptions follow CONNACK
+	if res, err := mosCall(t, addr, d.DeviceID(), "RPC.Ping"); err != nil || string(res) != `{"channel_info": ""}` {
+		t.Fatalf("after broker restart: %s %v", res, err)
+	}
+}
+
+func TestRPCOverMosquitto(t *testing.T) {
+	bin, err := exec.LookPath("mosquitto")
+	if err != nil {
+		bin = "/usr/sbin/mosquitto"
+	}
+	if _, err := os.Stat(bin); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("mosquitto is not installed (.ci/deps.sh installs it)")
+		}
+		t.Skip("mosquitto not installed: apt-get install mosquitto")
+	}
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	conf := t.TempDir() + "/m.conf"
+	os.WriteFile(conf, []byte(fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\n", port)), 0o644)
+	cmd := exec.Command(bin, "-c", conf)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	d, err := New(Options{StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", MQTTBroker: addr, Seed: 6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	d.Start(context.Background())
+	waitMQTT(t, d, true)
+	time.Sleep(200 * time.Millisecond)
+	if res, err := mosCall(t, addr, d.DeviceID(), "Sys.GetInfo"); err != nil || !strings.Contains(string(res), `"arch": "esp32"`) {
+		t.Fatalf("Sys.GetInfo via mosquitto: %s %v", res, err)
+	}
+}

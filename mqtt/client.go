@@ -1,0 +1,176 @@
+// Package mqtt is the device as an MQTT client (the mqtt library of
+// Mongoose OS): connection from mqtt.* config, RPC over MQTT
+// (<device.id>/rpc), and an embedded broker for a self-contained setup.
+package mqtt
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/mosemu/mosemu/rpc"
+)
+
+// Config is the device's mqtt.* and rpc.mqtt.* settings.
+type Config struct {
+	Server       string // host[:port]; port 1883, or 8883 with TLS
+	ClientID     string // "" = device id
+	User, Pass   string
+	KeepAlive    time.Duration
+	CleanSession bool
+	WillTopic    string
+	WillMessage  string
+	WillRetain   bool
+	ReconnectMin time.Duration
+	ReconnectMax time.Duration
+	TLS          *tls.Config // nil for plain TCP
+
+	DeviceID   string
+	RPC        bool // rpc.mqtt.enable
+	RPCQoS     byte // rpc.mqtt.qos
+	RPCHandler rpc.FrameHandler
+}
+
+// Client is a running device MQTT connection.
+type Client struct {
+	cfg  Config
+	log  *slog.Logger
+	c    paho.Client
+	mu   sync.Mutex
+	conn bool
+}
+
+// ServerAddr applies the firmware's default port rule.
+func ServerAddr(server string, tlsOn bool) string {
+	if _, _, err := net.SplitHostPort(server); err == nil {
+		return server
+	}
+	if tlsOn {
+		return net.JoinHostPort(server, "8883")
+	}
+	return net.JoinHostPort(server, "1883")
+}
+
+// Start connects in the background (and keeps reconnecting with back-off).
+func Start(cfg Config, log *slog.Logger) *Client {
+	m := &Client{cfg: cfg, log: log}
+	addr := ServerAddr(cfg.Server, cfg.TLS != nil)
+	scheme := "tcp://"
+	if cfg.TLS != nil {
+		scheme = "ssl://"
+	}
+	id := cfg.ClientID
+	if id == "" {
+		id = cfg.DeviceID
+	}
+	o := paho.NewClientOptions().AddBroker(scheme + addr).SetClientID(id).
+		SetUsername(cfg.User).SetPassword(cfg.Pass).SetKeepAlive(cfg.KeepAlive).
+		SetCleanSession(cfg.CleanSession).SetAutoReconnect(true).SetConnectRetry(true).
+		SetConnectRetryInterval(cfg.ReconnectMin).SetMaxReconnectInterval(cfg.ReconnectMax).
+		SetConnectTimeout(10 * time.Second).SetOrderMatters(false)
+	if cfg.TLS != nil {
+		o.SetTLSConfig(cfg.TLS)
+	}
+	o.SetDefaultPublishHandler(func(c paho.Client, msg paho.Message) {
+		if strings.HasPrefix(msg.Topic(), cfg.DeviceID+"/rpc") {
+			m.onRPC(c, msg)
+		}
+	})
+	if cfg.WillTopic != "" {
+		o.SetWill(cfg.WillTopic, cfg.WillMessage, 0, cfg.WillRetain)
+	}
+	o.SetOnConnectHandler(func(c paho.Client) {
+		m.setConnected(true)
+		log.Info("MQTT0 CONNACK 0", "src", "mgos_mqtt_conn.c:154")
+		if cfg.RPC && cfg.RPCHandler != nil {
+			// One delivery path for both filters: "<id>/rpc/#" also matches
+			// "<id>/rpc", and per-filter callbacks would run a frame twice.
+			filters := map[string]byte{cfg.DeviceID + "/rpc": cfg.RPCQoS, cfg.DeviceID + "/rpc/#": cfg.RPCQoS}
+			c.SubscribeMultiple(filters, nil)
+			for _, t := range []string{cfg.DeviceID + "/rpc", cfg.DeviceID + "/rpc/#"} {
+				log.Info(fmt.Sprintf("MQTT0 sub %s @ %d", t, cfg.RPCQoS), "src", "mgos_mqtt_conn.c:362")
+			}
+		}
+	})
+	o.SetConnectionLostHandler(func(paho.Client, error) {
+		m.setConnected(false)
+		log.Info("MQTT0 Disconnect", "src", "mgos_mqtt_conn.c:183")
+	})
+	o.SetReconnectingHandler(func(paho.Client, *paho.ClientOptions) {
+		log.Info("MQTT0 connecting to "+addr, "src", "mgos_mqtt_conn.c:468")
+	})
+	log.Info("MQTT0 connecting to "+addr, "src", "mgos_mqtt_conn.c:468")
+	m.c = paho.NewClient(o)
+	m.c.Connect()
+	return m
+}
+
+func (m *Client) setConnected(v bool) {
+	m.mu.Lock()
+	m.conn = v
+	m.mu.Unlock()
+}
+
+// Connected reports whether the session is up.
+func (m *Client) Connected() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.conn
+}
+
+// onRPC handles a frame on <id>/rpc or <id>/rpc/<Method>.
+func (m *Client) onRPC(c paho.Client, msg paho.Message) {
+	frame := msg.Payload()
+	prefix := m.cfg.DeviceID + "/rpc/"
+	if method, ok := strings.CutPrefix(msg.Topic(), prefix); ok && method != "" {
+		var obj map[string]json.RawMessage
+		if json.Unmarshal(frame, &obj) != nil || obj == nil {
+			obj = map[string]json.RawMessage{}
+		}
+		obj["method"], _ = json.Marshal(method)
+		frame, _ = json.Marshal(obj)
+	}
+	var hdr struct {
+		ID     json.RawMessage `json:"id"`
+		Src    string          `json:"src"`
+		Method string          `json:"method"`
+	}
+	json.Unmarshal(frame, &hdr)
+	if hdr.Method != "" && len(hdr.ID) > 0 && hdr.Src == "" {
+		m.log.Error("Drop frame without src", "src", "mgos_rpc_channel_mqtt.c:79")
+		return
+	}
+	go func() {
+		reply, err := m.cfg.RPCHandler.HandleFrame(context.Background(), rpc.ChannelInfo{Type: rpc.ChanMQTT, Persistent: true}, frame)
+		if err != nil || reply == nil {
+			return
+		}
+		var r struct {
+			Dst string `json:"dst"`
+		}
+		json.Unmarshal(reply, &r)
+		if r.Dst == "" {
+			return
+		}
+		c.Publish(r.Dst+"/rpc", m.cfg.RPCQoS, false, reply)
+	}()
+}
+
+// Publish sends a message.
+func (m *Client) Publish(topic string, qos byte, retain bool, payload []byte) error {
+	t := m.c.Publish(topic, qos, retain, payload)
+	t.WaitTimeout(5 * time.Second)
+	return t.Error()
+}
+
+// Close disconnects.
+func (m *Client) Close() {
+	m.c.Disconnect(100)
+}
