@@ -39,7 +39,7 @@ const eof = 0x04
 func (u *UARTChannel) Feed(p []byte) {
 	u.once.Do(func() {
 		u.work = make(chan []byte, 64)
-		go u.worker()
+		go u.worker(u.work)
 	})
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -114,9 +114,9 @@ func (u *UARTChannel) chunk(c []byte) {
 }
 
 // worker dispatches frames in arrival order without blocking the reader.
-func (u *UARTChannel) worker() {
+func (u *UARTChannel) worker(work <-chan []byte) {
 	ch := ChannelInfo{Type: ChanUART, Info: u.Info, Persistent: true}
-	for f := range u.work {
+	for f := range work {
 		reply, err := u.Handler.HandleFrame(context.Background(), ch, f)
 		if err != nil || reply == nil {
 			continue
