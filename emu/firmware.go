@@ -10,6 +10,7 @@ import (
 
 	"github.com/mosemu/mosemu/configs"
 	"github.com/mosemu/mosemu/emu/console"
+	"github.com/mosemu/mosemu/emu/httpd"
 	"github.com/mosemu/mosemu/mqtt"
 	"github.com/mosemu/mosemu/rpc"
 	"github.com/mosemu/mosemu/rpc/auth"
@@ -83,7 +84,13 @@ func (d *Device) startHTTP(fw *firmware) error {
 		mux.Handle("/rpc", rpcCh)
 		mux.Handle("/rpc/", rpcCh)
 	}
-	mux.Handle("/", &staticFiles{fw: fw})
+	mux.Handle("/", &httpd.Handler{FS: fw.fs, Log: d.log, Settings: func() httpd.Settings {
+		c := fw.cfg.Get()
+		return httpd.Settings{DocumentRoot: c.String("http.document_root"), IndexFiles: c.String("http.index_files"),
+			HiddenFiles: c.String("http.hidden_files"), UploadACL: c.String("http.upload_acl"),
+			AuthDomain: c.String("http.auth_domain"), AuthFile: c.String("http.auth_file"),
+			AuthAlgo: c.Int("http.auth_algo"), ExtraHeaders: c.String("http.extra_headers")}
+	}})
 	srv := &http.Server{Handler: logConns(mux, d), ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(l)
 	fw.onStop(func() {

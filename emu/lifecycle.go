@@ -4,15 +4,10 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
-	"net/http"
-	"path"
-	"strings"
 	"time"
 
 	"github.com/mosemu/mosemu/configs"
 	"github.com/mosemu/mosemu/emu/console"
-	"github.com/mosemu/mosemu/internal/glob"
-	"github.com/spf13/afero"
 )
 
 // rebooter adapts the device to configs.Rebooter.
@@ -102,51 +97,4 @@ func (d *Device) MQTTConnected() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.fw != nil && d.fw.mqtt != nil && d.fw.mqtt.Connected()
-}
-
-// staticFiles serves the document root from the device filesystem with
-// the http.* rules: index_files, hidden_files.
-type staticFiles struct{ fw *firmware }
-
-func (s *staticFiles) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	cfg := s.fw.cfg.Get()
-	p := path.Clean("/" + r.URL.Path)
-	if h := cfg.String("http.hidden_files"); h != "" && (glob.Match(h, strings.TrimPrefix(p, "/")) || glob.Match(h, path.Base(p))) {
-		http.NotFound(w, r)
-		return
-	}
-	full := path.Join(cfg.String("http.document_root"), p)
-	st, err := s.fw.fs.Stat(full)
-	if err == nil && st.IsDir() {
-		found := false
-		for _, idx := range strings.Split(cfg.String("http.index_files"), ",") {
-			if idx = strings.TrimSpace(idx); idx == "" {
-				continue
-			}
-			if _, err := s.fw.fs.Stat(path.Join(full, idx)); err == nil {
-				full, found = path.Join(full, idx), true
-				break
-			}
-		}
-		if !found {
-			http.NotFound(w, r)
-			return
-		}
-	} else if err != nil {
-		http.NotFound(w, r)
-		return
-	}
-	if eh := cfg.String("http.extra_headers"); eh != "" {
-		for _, kv := range strings.Split(eh, "\r\n") {
-			if k, v, ok := strings.Cut(kv, ":"); ok {
-				w.Header().Set(strings.TrimSpace(k), strings.TrimSpace(v))
-			}
-		}
-	}
-	data, err := afero.ReadFile(s.fw.fs, full)
-	if err != nil {
-		http.NotFound(w, r)
-		return
-	}
-	http.ServeContent(w, r, path.Base(full), time.Time{}, strings.NewReader(string(data)))
 }

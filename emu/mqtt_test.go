@@ -127,3 +127,26 @@ func TestRPCOverMosquitto(t *testing.T) {
 		t.Fatalf("Sys.GetInfo via mosquitto: %s %v", res, err)
 	}
 }
+
+// TestMQTTChannelACL: an ACL entry for ch_type MQTT closes RPC over MQTT
+// while other channels stay open.
+func TestMQTTChannelACL(t *testing.T) {
+	b, err := mqtt.StartBroker("127.0.0.1:0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	d, err := New(Options{StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", MQTTBroker: b.Addr(), Seed: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	d.Start(context.Background())
+	waitMQTT(t, d, true)
+	c := dial(t, "ws://"+d.HTTPAddr()+"/rpc")
+	call(t, c, "Config.Set", map[string]any{"config": map[string]any{"rpc": map[string]any{"acl": `[{"ch_type":"MQTT","acl":"-*"},{"method":"*","acl":"*"}]`}}})
+	if _, err := mosCall(t, b.Addr(), d.DeviceID(), "Sys.GetInfo"); err == nil || !strings.Contains(err.Error(), `"code":403`) {
+		t.Fatalf("MQTT call with ch_type MQTT denied: %v", err)
+	}
+	call(t, c, "Sys.GetInfo", nil) // WS still allowed
+}

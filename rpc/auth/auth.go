@@ -305,6 +305,14 @@ func (g *Guard) checkFrameAuth(a *rpc.FrameAuth, s Settings) (string, error) {
 // checkHTTPAuth verifies an Authorization: Digest header (hex nonce, the
 // request's method and URI).
 func (g *Guard) checkHTTPAuth(d *rpc.HTTPDigest, s Settings) (string, error) {
+	return VerifyHTTPDigest(g.FS, s.AuthFile, s.AuthDomain, s.AuthAlgo, d, g.now(), g.Log)
+}
+
+// VerifyHTTPDigest checks an HTTP Authorization: Digest header against an
+// htdigest file as mongoose does: hex nonce no older than an hour, HA2 over
+// the request's method and URI. It returns the user name, "" when the
+// credentials are wrong or stale, or an error when the file is missing.
+func VerifyHTTPDigest(fsys afero.Fs, authFile, realm string, algo int, d *rpc.HTTPDigest, now time.Time, log *slog.Logger) (string, error) {
 	p := d.Params
 	for _, k := range []string{"username", "cnonce", "response", "uri", "qop", "nc", "nonce"} {
 		if p[k] == "" {
@@ -312,18 +320,22 @@ func (g *Guard) checkHTTPAuth(d *rpc.HTTPDigest, s Settings) (string, error) {
 		}
 	}
 	nonce, err := strconv.ParseUint(p["nonce"], 16, 64)
-	if err != nil || !g.fresh(nonce) {
+	if err != nil || uint64(now.Unix()) < nonce || uint64(now.Unix())-nonce >= uint64(NonceWindow/time.Second) {
 		return "", nil
 	}
-	ha1, err := g.ha1(s, p["username"], s.AuthDomain)
-	if err != nil || ha1 == "" {
-		return "", err
+	file, err := afero.ReadFile(fsys, authFile)
+	if err != nil {
+		return "", rpc.Errorf(500, "failed to open password file")
 	}
-	h := hasher(algoName(s.AuthAlgo))
+	ha1, ok := HTDigest(file, p["username"], realm)
+	if !ok {
+		return "", nil
+	}
+	h := hasher(algoName(algo))
 	ha2 := hexsum(h, d.Method+":"+p["uri"])
 	want := hexsum(h, ha1+":"+p["nonce"]+":"+p["nc"]+":"+p["cnonce"]+":"+p["qop"]+":"+ha2)
 	if !strings.EqualFold(want, p["response"]) {
-		g.Log.Warn("Invalid digest auth for user "+p["username"], "src", "mg_rpc.c:680")
+		log.Warn("Invalid digest auth for user "+p["username"], "src", "mg_rpc.c:680", "finding", "bad password")
 		return "", nil
 	}
 	return p["username"], nil
