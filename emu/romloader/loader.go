@@ -86,6 +86,9 @@ type Loader struct {
 	nextSeq   uint32
 	written   uint32
 	inflater  *inflater
+
+	mem  map[uint32]int // MEM_BEGIN address -> size, to recognise stubs
+	stub *mosStub       // the emulated mos flasher stub once it runs
 }
 
 // inflater decompresses a FLASH_DEFL_* stream as its blocks arrive and
@@ -143,7 +146,14 @@ func New(t Target, out io.Writer) *Loader {
 // reason when the session ends.
 func (l *Loader) Feed(p []byte) (Exit, bool) {
 	for _, f := range l.dec.Feed(p) {
-		if ex, done := l.handle(f); done {
+		var ex Exit
+		var done bool
+		if l.stub != nil {
+			ex, done = l.stub.frame(f)
+		} else {
+			ex, done = l.handle(f)
+		}
+		if done {
 			return ex, true
 		}
 	}
@@ -317,11 +327,28 @@ func (l *Loader) handle(f []byte) (Exit, bool) {
 		l.t.Flash().ReadAt(b, int64(addr))
 		s := md5.Sum(b)
 		l.ok(cmd, 0, []byte(hex.EncodeToString(s[:]))) // ROM: 32 ASCII hex digits
-	case CmdMemBegin, CmdMemData:
+	case CmdMemBegin:
+		if !words(4) {
+			return 0, false
+		}
+		if l.mem == nil {
+			l.mem = map[uint32]int{}
+		}
+		l.mem[le(data, 3)] = int(le(data, 0))
+		l.ok(cmd, 0, nil)
+	case CmdMemData:
 		l.ok(cmd, 0, nil)
 	case CmdMemEnd:
 		l.ok(cmd, 0, nil)
 		if words(2) && le(data, 0) == 0 {
+			// The mos stub is uploaded as an 8-byte parameter block (ROM and
+			// flasher baud rates) followed by its code right after it.
+			for addr, size := range l.mem {
+				if _, code := l.mem[addr+8]; size == 8 && code {
+					l.startMosStub()
+					return 0, false
+				}
+			}
 			return ExitStub, true
 		}
 	default:
