@@ -14,6 +14,7 @@ import (
 	lfs "github.com/mosemu/mosemu/fs"
 	"github.com/mosemu/mosemu/mqtt"
 	"github.com/mosemu/mosemu/rpc"
+	devtls "github.com/mosemu/mosemu/tls"
 )
 
 // firmware is the state of one boot of Mongoose OS on the device: it is
@@ -26,6 +27,7 @@ type firmware struct {
 	cfg     *configs.Store
 	disp    *rpc.Dispatcher
 	mqtt    *mqtt.Client
+	ram     *devtls.RAM
 	stops   []func() // run in reverse order on stop
 }
 
@@ -52,7 +54,7 @@ func (d *Device) cpuView(encrypted bool) flash.Device {
 
 // boot runs the firmware from what is in flash.
 func (d *Device) boot() (_ *firmware, err error) {
-	fw := &firmware{started: time.Now()}
+	fw := &firmware{started: time.Now(), ram: devtls.NewRAM(d.board.RAMSize, d.board.RAMFreeAtBoot)}
 	defer func() {
 		if err != nil {
 			fw.stop()

@@ -47,6 +47,10 @@ type Options struct {
 	// MQTT) is then on without any configuration. A configured mqtt.server
 	// is used as configured.
 	MQTTBroker string
+	// TLSDynamicBuffers models mbedTLS with the dynamic-buffer patch (about
+	// 1 KiB per idle TLS connection) instead of the default static 16 KiB
+	// record buffers each way.
+	TLSDynamicBuffers bool
 }
 
 // Device is one emulated board. Its methods are safe for concurrent use.

@@ -2,6 +2,7 @@ package emu
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"github.com/mosemu/mosemu/mqtt"
 	"github.com/mosemu/mosemu/rpc"
 	"github.com/mosemu/mosemu/rpc/auth"
+	devtls "github.com/mosemu/mosemu/tls"
 )
 
 // startFirmware brings up what Mongoose OS initialises after mounting the
@@ -67,11 +69,29 @@ func (d *Device) startFirmware(fw *firmware) error {
 // startHTTP starts the firmware's HTTP server on the device's host address.
 func (d *Device) startHTTP(fw *firmware) error {
 	cfg := fw.cfg.Get()
-	l, err := net.Listen("tcp", d.httpAddr)
+	var tc *tls.Config
+	cost, ssl := devtls.CostTCP, ""
+	if cert := cfg.String("http.ssl_cert"); cert != "" {
+		var err error
+		tc, err = devtls.ServerConfig(fw.fs, cert, cfg.String("http.ssl_key"), cfg.String("http.ssl_ca_cert"), nil)
+		if err != nil {
+			d.log.Error("Error starting HTTP server: "+err.Error(), console.Src("mgos_http_server.c", 530))
+			return nil
+		}
+		cost, ssl = devtls.CostTLSStatic, " (SSL)"
+		if d.opts.TLSDynamicBuffers {
+			cost = devtls.CostTLSDynamic
+		}
+	}
+	tcp, err := net.Listen("tcp", d.httpAddr)
 	if err != nil {
 		return fmt.Errorf("boot: HTTP server: %w", err)
 	}
-	d.httpAddr = l.Addr().String() // keep the port across reboots
+	d.httpAddr = tcp.Addr().String() // keep the port across reboots
+	var l net.Listener = &devtls.Listener{Listener: tcp, RAM: fw.ram, Cost: cost, Log: d.log}
+	if tc != nil {
+		l = tls.NewListener(l, tc)
+	}
 	mux := http.NewServeMux()
 	rpcCh := &rpc.HTTPChannel{Handler: fw.disp,
 		Switches: func() rpc.Switches {
@@ -96,11 +116,11 @@ func (d *Device) startHTTP(fw *firmware) error {
 	fw.onStop(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		defer cancel()
-		l.Close() // Serve may not have taken it over yet
+		tcp.Close() // Serve may not have taken it over yet
 		srv.Shutdown(ctx)
 		srv.Close()
 	})
-	d.log.Info(fmt.Sprintf("HTTP server started on [%s]", cfg.String("http.listen_addr")), console.Src("mgos_http_server.c", 543))
+	d.log.Info(fmt.Sprintf("HTTP server started on [%s]%s", cfg.String("http.listen_addr"), ssl), console.Src("mgos_http_server.c", 543))
 	return nil
 }
 
@@ -121,14 +141,14 @@ func (s *sysDevice) Info() rpc.SysInfo {
 	cfg := s.fw.cfg.Get()
 	mac := s.d.mac()
 	total, used := s.fw.fs.Usage()
-	free := int64(s.d.board.RAMFreeAtBoot)
+	ramTotal, ramFree, ramMin := s.fw.ram.Stats()
 	return rpc.SysInfo{
 		ID: cfg.String("device.id"), App: AppName, FWVersion: FWVersion,
 		FWID: s.d.fwID(), MGVersion: MGVersion, MGID: MGID,
 		MAC:  strings.ReplaceAll(macColons(mac), ":", ""),
 		Arch: s.d.board.Arch, Uptime: int64(time.Since(s.fw.started).Seconds()),
 		PublicKey: cfg.String("device.public_key"),
-		RAMSize:   int64(s.d.board.RAMSize), RAMFree: free, RAMMinFree: free - 1024,
+		RAMSize:   int64(ramTotal), RAMFree: int64(ramFree), RAMMinFree: int64(ramMin),
 		FSSize: total, FSFree: total - used,
 		WiFi: &rpc.WiFiInfo{StaIP: "", APIP: cfg.String("wifi.ap.ip"), Status: "disconnected", SSID: ""},
 	}

@@ -17,7 +17,7 @@ import (
 )
 
 // benchPackages are the packages whose benchmarks make the project's figures.
-var benchPackages = []string{"./emu", "./emu/flashenc", "./emu/fleet", "./emu/flash", "./fs"}
+var benchPackages = []string{"./emu", "./emu/flashenc", "./emu/fleet", "./emu/flash", "./fs", "./tls"}
 
 // ratios pairs each figure with the baseline measured in the same run.
 var ratios = []struct{ name, baseline, what string }{

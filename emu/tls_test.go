@@ -1,0 +1,161 @@
+package emu
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/pem"
+	"io"
+	"math/big"
+	"net/http"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mosemu/mosemu/rpc/client"
+)
+
+type pki struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pem  string
+	kpem string
+}
+
+func issue(t *testing.T, cn string, parent *pki, isCA bool) *pki {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: isCA, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, DNSNames: []string{"localhost"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
+	pc, pk := tmpl, key
+	if parent != nil {
+		pc, pk = parent.cert, parent.key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, pc, &key.PublicKey, pk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := x509.ParseCertificate(der)
+	kder, _ := x509.MarshalECPrivateKey(key)
+	return &pki{c, key, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
+		string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}))}
+}
+
+func (p *pki) tlsCert() tls.Certificate {
+	return tls.Certificate{Certificate: [][]byte{p.cert.Raw}, PrivateKey: p.key}
+}
+
+// configureTLS puts files on the device and sets http.ssl_*, then reboots.
+func configureTLS(t *testing.T, d *Device, scheme string, files map[string]string, cfg map[string]any) {
+	t.Helper()
+	c := dial(t, scheme+"://"+d.HTTPAddr()+"/rpc")
+	for n, data := range files {
+		call(t, c, "FS.Put", map[string]any{"filename": n, "data": base64.StdEncoding.EncodeToString([]byte(data))})
+	}
+	call(t, c, "Config.Set", map[string]any{"config": map[string]any{"http": cfg}, "save": true})
+	if err := d.Reboot(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func httpsGet(d *Device, certs ...tls.Certificate) (string, error) {
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, Certificates: certs}}}
+	r, err := hc.Get("https://" + d.HTTPAddr() + "/rpc/Sys.GetInfo")
+	if err != nil {
+		return "", err
+	}
+	defer r.Body.Close()
+	b, err := io.ReadAll(r.Body)
+	return string(b), err
+}
+
+func TestHTTPSAndMutualTLS(t *testing.T) {
+	d := startDevice(t, t.TempDir(), false)
+	ca := issue(t, "Workshop CA", nil, true)
+	srv := issue(t, "device", ca, false)
+	configureTLS(t, d, "http", map[string]string{"cert.pem": srv.pem, "key.pem": srv.kpem},
+		map[string]any{"listen_addr": "443", "ssl_cert": "cert.pem", "ssl_key": "key.pem"})
+	if body, err := httpsGet(d); err != nil || !strings.Contains(body, `"arch": "esp32"`) {
+		t.Fatalf("one-way TLS: %q %v", body, err)
+	}
+	if curl, err := exec.LookPath("curl"); err == nil {
+		out, err := exec.Command(curl, "-sk", "https://"+d.HTTPAddr()+"/rpc/RPC.Ping").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "channel_info") {
+			t.Fatalf("curl -k: %s %v", out, err)
+		}
+	}
+	// WSS with the Go client, as mos --port wss:// does.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	wc, err := client.Dial(ctx, "wss://"+d.HTTPAddr()+"/rpc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := wc.Call(ctx, "RPC.List", nil); err != nil {
+		t.Fatal(err)
+	}
+	wc.Close()
+
+	// Mutual TLS.
+	good := issue(t, "client", ca, false)
+	other := issue(t, "Other CA", nil, true)
+	bad := issue(t, "intruder", other, false)
+	configureTLS(t, d, "https", map[string]string{"ca.pem": ca.pem}, map[string]any{"ssl_ca_cert": "ca.pem"})
+	if _, err := httpsGet(d); err == nil {
+		t.Fatal("mutual TLS: accepted a client without a certificate")
+	}
+	if _, err := httpsGet(d, bad.tlsCert()); err == nil {
+		t.Fatal("mutual TLS: accepted a certificate from another CA")
+	}
+	if body, err := httpsGet(d, good.tlsCert()); err != nil || !strings.Contains(body, `"id"`) {
+		t.Fatalf("mutual TLS with the right certificate: %q %v", body, err)
+	}
+}
+
+// TestTLSConnectionFlood reproduces "a few TLS connections are enough for a
+// DoS": with mbedTLS static buffers the fifth idle connection no longer
+// fits in an ESP32's heap; the dynamic-buffer patch lifts the limit.
+func TestTLSConnectionFlood(t *testing.T) {
+	srvPKI := issue(t, "device", nil, true)
+	for _, dynamic := range []bool{false, true} {
+		d, err := New(Options{StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Seed: 9, TLSDynamicBuffers: dynamic})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.Start(context.Background())
+		configureTLS(t, d, "http", map[string]string{"cert.pem": srvPKI.pem, "key.pem": srvPKI.kpem},
+			map[string]any{"ssl_cert": "cert.pem", "ssl_key": "key.pem"})
+		var conns []*tls.Conn
+		accepted := 0
+		for i := 0; i < 12; i++ {
+			c, err := tls.Dial("tcp", d.HTTPAddr(), &tls.Config{InsecureSkipVerify: true})
+			if err == nil {
+				err = c.Handshake()
+			}
+			if err != nil {
+				break
+			}
+			conns = append(conns, c)
+			accepted++
+		}
+		_, err = httpsGet(d)
+		for _, c := range conns {
+			c.Close()
+		}
+		if !dynamic && (accepted != 4 || err == nil) {
+			t.Errorf("static buffers: %d idle connections accepted (want 4), then a request: %v", accepted, err)
+		}
+		if dynamic && (accepted != 12 || err != nil) {
+			t.Errorf("dynamic buffers: %d idle connections accepted (want 12), then a request: %v", accepted, err)
+		}
+		d.Close()
+	}
+}
