@@ -177,7 +177,19 @@ func (d *Device) startMQTT(fw *firmware) {
 	if server == "" {
 		return
 	}
+	var tc *tls.Config
+	if cfg.String("mqtt.ssl_ca_cert") != "" || cfg.String("mqtt.ssl_cert") != "" {
+		host, _, err := net.SplitHostPort(mqtt.ServerAddr(server, true))
+		if err == nil {
+			tc, err = devtls.ClientConfig(fw.fs, cfg.String("mqtt.ssl_cert"), cfg.String("mqtt.ssl_key"), cfg.String("mqtt.ssl_ca_cert"), host, nil)
+		}
+		if err != nil {
+			d.log.Error("MQTT0 TLS setup failed: "+err.Error(), console.Src("mgos_mqtt_conn.c", 440))
+			return
+		}
+	}
 	fw.mqtt = mqtt.Start(mqtt.Config{
+		TLS:    tc,
 		Server: server, ClientID: cfg.String("mqtt.client_id"), User: cfg.String("mqtt.user"), Pass: cfg.String("mqtt.pass"),
 		KeepAlive: time.Duration(cfg.Int("mqtt.keep_alive")) * time.Second, CleanSession: cfg.Bool("mqtt.clean_session"),
 		WillTopic: cfg.String("mqtt.will_topic"), WillMessage: cfg.String("mqtt.will_message"), WillRetain: cfg.Bool("mqtt.will_retain"),

@@ -131,3 +131,40 @@ func readKey(fsys afero.Fs, name string, atca SignerFunc) (crypto.Signer, error)
 }
 
 var _ = []any{(*ecdsa.PrivateKey)(nil), (*rsa.PrivateKey)(nil)}
+
+// ClientConfig builds the TLS config of an outgoing connection (MQTT) from
+// mqtt.ssl_* files: the server is verified against caFile when set (and
+// only the certificates of caFile are trusted), certFile/keyFile are
+// presented for mutual TLS (AWS IoT and similar brokers require it).
+func ClientConfig(fsys afero.Fs, certFile, keyFile, caFile, serverName string, atca SignerFunc) (*tls.Config, error) {
+	cfg := &tls.Config{ServerName: serverName, MinVersion: tls.VersionTLS12}
+	if caFile == "" {
+		cfg.InsecureSkipVerify = true // the firmware does not verify without ssl_ca_cert
+	} else {
+		cas, err := readCerts(fsys, caFile)
+		if err != nil {
+			return nil, err
+		}
+		pool := x509.NewCertPool()
+		for _, c := range cas {
+			pool.AddCert(c)
+		}
+		cfg.RootCAs = pool
+	}
+	if certFile != "" {
+		certs, err := readCerts(fsys, certFile)
+		if err != nil {
+			return nil, err
+		}
+		key, err := readKey(fsys, keyFile, atca)
+		if err != nil {
+			return nil, err
+		}
+		c := tls.Certificate{PrivateKey: key, Leaf: certs[0]}
+		for _, x := range certs {
+			c.Certificate = append(c.Certificate, x.Raw)
+		}
+		cfg.Certificates = []tls.Certificate{c}
+	}
+	return cfg, nil
+}

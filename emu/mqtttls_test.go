@@ -1,0 +1,103 @@
+package emu
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/mosemu/mosemu/mqtt"
+)
+
+// deviceWithMQTTTLS starts a device whose config points at broker with
+// mutual TLS (ssl_ca_cert, ssl_cert, ssl_key on the device filesystem).
+func deviceWithMQTTTLS(t *testing.T, broker string, ca, client *pki) *Device {
+	t.Helper()
+	d := startDevice(t, t.TempDir(), false)
+	c := dial(t, "http://"+d.HTTPAddr()+"/rpc")
+	for n, data := range map[string]string{"ca.pem": ca.pem, "client.pem": client.pem, "client.key": client.kpem} {
+		call(t, c, "FS.Put", map[string]any{"filename": n, "data": base64.StdEncoding.EncodeToString([]byte(data))})
+	}
+	call(t, c, "Config.Set", map[string]any{"config": map[string]any{"mqtt": map[string]any{
+		"enable": true, "server": broker, "ssl_ca_cert": "ca.pem", "ssl_cert": "client.pem", "ssl_key": "client.key",
+		"reconnect_timeout_min": 0.2}}, "save": true})
+	if err := d.Reboot(); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func TestMQTTMutualTLSEmbeddedBroker(t *testing.T) {
+	ca := issue(t, "Broker CA", nil, true)
+	srv := issue(t, "localhost", ca, false)
+	good := issue(t, "device", ca, false)
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.cert)
+	b, err := mqtt.StartBroker("127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{srv.tlsCert()}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	_, port, _ := net.SplitHostPort(b.Addr())
+	d := deviceWithMQTTTLS(t, "localhost:"+port, ca, good)
+	waitMQTT(t, d, true)
+
+	// A device with a certificate from another CA is refused.
+	other := issue(t, "Other CA", nil, true)
+	d2 := deviceWithMQTTTLS(t, "localhost:"+port, ca, issue(t, "intruder", other, false))
+	time.Sleep(time.Second)
+	if d2.MQTTConnected() {
+		t.Fatal("broker accepted a device certificate from another CA")
+	}
+}
+
+func TestMQTTMutualTLSMosquitto(t *testing.T) {
+	bin, err := exec.LookPath("mosquitto")
+	if err != nil {
+		bin = "/usr/sbin/mosquitto"
+	}
+	if _, err := os.Stat(bin); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("mosquitto is not installed (.ci/deps.sh installs it)")
+		}
+		t.Skip("mosquitto not installed: apt-get install mosquitto")
+	}
+	ca := issue(t, "Broker CA", nil, true)
+	srv := issue(t, "localhost", ca, false)
+	dir := t.TempDir()
+	for n, s := range map[string]string{"ca.pem": ca.pem, "srv.pem": srv.pem, "srv.key": srv.kpem} {
+		os.WriteFile(filepath.Join(dir, n), []byte(s), 0o644)
+	}
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	// "user" keeps a root mosquitto from switching to an account that
+	// cannot read the test's files.
+	conf := fmt.Sprintf("user %s\nlistener %d 127.0.0.1\nallow_anonymous true\ncafile %s\ncertfile %s\nkeyfile %s\nrequire_certificate true\n",
+		currentUser(), port, filepath.Join(dir, "ca.pem"), filepath.Join(dir, "srv.pem"), filepath.Join(dir, "srv.key"))
+	os.WriteFile(filepath.Join(dir, "m.conf"), []byte(conf), 0o644)
+	cmd := exec.Command(bin, "-c", filepath.Join(dir, "m.conf"))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	time.Sleep(300 * time.Millisecond)
+	d := deviceWithMQTTTLS(t, fmt.Sprintf("localhost:%d", port), ca, issue(t, "device", ca, false))
+	waitMQTT(t, d, true)
+	_ = context.Background
+}
+
+func currentUser() string {
+	if u, err := user.Current(); err == nil {
+		return u.Username
+	}
+	return "root"
+}
