@@ -10,7 +10,6 @@ import (
 	"math"
 	"os"
 	"strconv"
-	"strings"
 
 	"github.com/mosemu/mosemu/internal/glob"
 	"github.com/spf13/afero"
@@ -211,28 +210,9 @@ func (c *Config) apply(n *Node, v any, acl string, denied func(string)) error {
 	return nil
 }
 
-// CheckACL applies a conf_acl to a leaf path: comma-separated globs, each
-// optionally prefixed with '+' (allow) or '-' (deny); the first match
-// decides; no match denies.
-func CheckACL(acl, path string) bool {
-	for _, e := range strings.Split(acl, ",") {
-		e = strings.TrimSpace(e)
-		if e == "" {
-			continue
-		}
-		allow := true
-		switch e[0] {
-		case '-':
-			allow, e = false, e[1:]
-		case '+':
-			e = e[1:]
-		}
-		if glob.Match(e, path) {
-			return allow
-		}
-	}
-	return false
-}
+// CheckACL applies a conf_acl to a leaf path (first matching +/- glob
+// decides; no match denies).
+func CheckACL(acl, path string) bool { return glob.MatchList(acl, path) }
 
 // JSON renders the subtree at key ("" for all) as Config.Get prints it:
 // compact, schema order, doubles as %f.

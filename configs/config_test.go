@@ -2,6 +2,7 @@ package configs
 
 import (
 	"errors"
+	"github.com/mosemu/mosemu/internal/golden"
 	"os"
 	"strings"
 	"testing"
@@ -10,21 +11,6 @@ import (
 )
 
 var testMAC = [6]byte{0x24, 0x0A, 0xC4, 0xA1, 0xB2, 0xC3}
-
-func golden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := "testdata/" + name
-	if os.Getenv("UPDATE_GOLDEN") != "" {
-		os.WriteFile(path, got, 0o644)
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if string(got) != string(want) {
-		t.Fatalf("%s differs:\n got %s\nwant %s", name, got, want)
-	}
-}
 
 func newLoader(files map[string]string) *Loader {
 	fs := afero.NewMemMapFs()
@@ -46,7 +32,7 @@ func TestDefaultsAndGetFormat(t *testing.T) {
 		t.Errorf("wifi.ap.ssid = %q", got)
 	}
 	all, _ := c.JSON("")
-	golden(t, "config-get-defaults.json", all)
+	golden.Check(t, "config-get-defaults.json", all)
 	sub, _ := c.JSON("mqtt")
 	if !strings.HasPrefix(string(sub), `{"enable":false,"server":"iot.eclipse.org:1883"`) || !strings.Contains(string(sub), `"reconnect_timeout_min":2.000000`) {
 		t.Errorf("mqtt = %s", sub)
@@ -138,7 +124,7 @@ func TestSaveDiff(t *testing.T) {
 		t.Fatal(err)
 	}
 	got, _ := afero.ReadFile(l.FS, "conf9.json")
-	golden(t, "conf9-saved.json", got)
+	golden.Check(t, "conf9-saved.json", got)
 	c2, _ := l.Load(9, true)
 	a, _ := c.JSON("")
 	b, _ := c2.JSON("")

@@ -12,8 +12,9 @@ import (
 	"fmt"
 	"math/bits"
 	"os"
-	"path/filepath"
 	"sync"
+
+	"github.com/mosemu/mosemu/internal/atomicfile"
 )
 
 // Words per block: BLK0 has 7, the key blocks 8.
@@ -496,21 +497,5 @@ func Load(path string, seed uint64) (*Efuses, error) {
 // Save writes the efuse file atomically (temp file, fsync, rename).
 func (e *Efuses) Save(path string) error {
 	b, _ := e.MarshalBinary()
-	f, err := os.CreateTemp(filepath.Dir(path), ".efuse.tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
+	return atomicfile.Write(path, b)
 }

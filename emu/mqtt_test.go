@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -94,26 +95,7 @@ func TestRPCOverEmbeddedBrokerAndRestart(t *testing.T) {
 }
 
 func TestRPCOverMosquitto(t *testing.T) {
-	bin, err := exec.LookPath("mosquitto")
-	if err != nil {
-		bin = "/usr/sbin/mosquitto"
-	}
-	if _, err := os.Stat(bin); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("mosquitto is not installed (.ci/deps.sh installs it)")
-		}
-		t.Skip("mosquitto not installed: apt-get install mosquitto")
-	}
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	conf := t.TempDir() + "/m.conf"
-	os.WriteFile(conf, []byte(fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\n", port)), 0o644)
-	cmd := exec.Command(bin, "-c", conf)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	port := startMosquitto(t, "")
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	d, err := New(Options{StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", MQTTBroker: addr, Seed: 6})
 	if err != nil {
@@ -149,4 +131,43 @@ func TestMQTTChannelACL(t *testing.T) {
 		t.Fatalf("MQTT call with ch_type MQTT denied: %v", err)
 	}
 	call(t, c, "Sys.GetInfo", nil) // WS still allowed
+}
+
+// startMosquitto runs a real mosquitto on a free loopback port with extra
+// configuration lines, for the duration of the test. Outside CI a missing
+// mosquitto skips the test; in CI it fails it.
+func startMosquitto(t *testing.T, extra string) int {
+	t.Helper()
+	bin, err := exec.LookPath("mosquitto")
+	if err != nil {
+		bin = "/usr/sbin/mosquitto"
+	}
+	if _, err := os.Stat(bin); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("mosquitto is not installed (.ci/deps.sh installs it)")
+		}
+		t.Skip("mosquitto not installed: apt-get install mosquitto")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	// "user" keeps a root mosquitto from switching to an account that
+	// cannot read the test's files.
+	conf := filepath.Join(t.TempDir(), "mosquitto.conf")
+	os.WriteFile(conf, []byte(fmt.Sprintf("user %s\nlistener %d 127.0.0.1\nallow_anonymous true\n%s", currentUser(), port, extra)), 0o644)
+	cmd := exec.Command(bin, "-c", conf)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+			c.Close()
+			break
+		}
+	}
+	return port
 }

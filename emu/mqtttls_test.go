@@ -1,14 +1,12 @@
 package emu
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"os/user"
 	"path/filepath"
 	"testing"
@@ -60,39 +58,16 @@ func TestMQTTMutualTLSEmbeddedBroker(t *testing.T) {
 }
 
 func TestMQTTMutualTLSMosquitto(t *testing.T) {
-	bin, err := exec.LookPath("mosquitto")
-	if err != nil {
-		bin = "/usr/sbin/mosquitto"
-	}
-	if _, err := os.Stat(bin); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("mosquitto is not installed (.ci/deps.sh installs it)")
-		}
-		t.Skip("mosquitto not installed: apt-get install mosquitto")
-	}
 	ca := issue(t, "Broker CA", nil, true)
 	srv := issue(t, "localhost", ca, false)
 	dir := t.TempDir()
 	for n, s := range map[string]string{"ca.pem": ca.pem, "srv.pem": srv.pem, "srv.key": srv.kpem} {
 		os.WriteFile(filepath.Join(dir, n), []byte(s), 0o644)
 	}
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	// "user" keeps a root mosquitto from switching to an account that
-	// cannot read the test's files.
-	conf := fmt.Sprintf("user %s\nlistener %d 127.0.0.1\nallow_anonymous true\ncafile %s\ncertfile %s\nkeyfile %s\nrequire_certificate true\n",
-		currentUser(), port, filepath.Join(dir, "ca.pem"), filepath.Join(dir, "srv.pem"), filepath.Join(dir, "srv.key"))
-	os.WriteFile(filepath.Join(dir, "m.conf"), []byte(conf), 0o644)
-	cmd := exec.Command(bin, "-c", filepath.Join(dir, "m.conf"))
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	time.Sleep(300 * time.Millisecond)
+	port := startMosquitto(t, fmt.Sprintf("cafile %s\ncertfile %s\nkeyfile %s\nrequire_certificate true\n",
+		filepath.Join(dir, "ca.pem"), filepath.Join(dir, "srv.pem"), filepath.Join(dir, "srv.key")))
 	d := deviceWithMQTTTLS(t, fmt.Sprintf("localhost:%d", port), ca, issue(t, "device", ca, false))
 	waitMQTT(t, d, true)
-	_ = context.Background
 }
 
 func currentUser() string {

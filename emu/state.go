@@ -9,6 +9,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/mosemu/mosemu/internal/atomicfile"
 )
 
 // State file names inside a device's state directory.
@@ -44,7 +46,7 @@ func loadIdentity(dir string, def Identity) (Identity, bool, error) {
 			rand.Read(s[:])
 			def.Seed = binary.LittleEndian.Uint64(s[:])
 		}
-		if err := writeFileAtomic(filepath.Join(dir, StateFile), mustJSON(def)); err != nil {
+		if err := atomicfile.Write(filepath.Join(dir, StateFile), mustJSON(def)); err != nil {
 			return Identity{}, false, err
 		}
 		return def, true, nil
@@ -63,7 +65,7 @@ func loadIdentity(dir string, def Identity) (Identity, bool, error) {
 }
 
 func saveIdentity(dir string, id Identity) error {
-	return writeFileAtomic(filepath.Join(dir, StateFile), mustJSON(id))
+	return atomicfile.Write(filepath.Join(dir, StateFile), mustJSON(id))
 }
 
 func mustJSON(v any) []byte {
@@ -72,33 +74,4 @@ func mustJSON(v any) []byte {
 		panic(err)
 	}
 	return append(b, '\n')
-}
-
-// writeFileAtomic replaces path with data: temp file, fsync, rename, fsync dir.
-func writeFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
 }

@@ -6,12 +6,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/mosemu/mosemu/internal/golden"
 	"hash/crc32"
 	"io"
 	"log/slog"
 	"net"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -28,21 +28,6 @@ func newTestDispatcher() *Dispatcher {
 	})
 	d.Register("Test.Code0", "", func(context.Context, *Request) (json.RawMessage, error) { return nil, &Error{Code: 0} })
 	return d
-}
-
-func golden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := "testdata/" + name
-	if os.Getenv("UPDATE_GOLDEN") != "" {
-		os.WriteFile(path, got, 0o644)
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Fatalf("%s:\n got %q\nwant %q", name, got, want)
-	}
 }
 
 func TestFrames(t *testing.T) {
@@ -65,7 +50,7 @@ func TestFrames(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			golden(t, "frame-"+tt.name+".json", out)
+			golden.Check(t, "frame-"+tt.name+".json", out)
 		})
 	}
 	for _, bad := range []string{`{}`, `not json`, `[1]`, `{"id":{},"method":"x"}`, `{"id":1,"dst":"other","method":"RPC.Ping"}`} {
@@ -111,7 +96,7 @@ func TestHTTPExactBytes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			golden(t, "http-"+tt.name+".txt", []byte(rawHTTP(t, addr, tt.req)))
+			golden.Check(t, "http-"+tt.name+".txt", []byte(rawHTTP(t, addr, tt.req)))
 		})
 	}
 }
@@ -148,7 +133,7 @@ func TestUARTStream(t *testing.T) {
 	for i := 0; i < 200 && !strings.Contains(out.String(), "UART0"); i++ {
 		waitShort()
 	}
-	golden(t, "uart-session.txt", []byte(out.String()))
+	golden.Check(t, "uart-session.txt", []byte(out.String()))
 }
 
 func FuzzParseFrame(f *testing.F) {

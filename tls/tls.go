@@ -28,34 +28,51 @@ type SignerFunc func(slot int) (crypto.Signer, error)
 // caFile, when set, turns on mutual TLS: clients must present a
 // certificate issued by one of its CAs.
 func ServerConfig(fsys afero.Fs, certFile, keyFile, caFile string, atca SignerFunc) (*tls.Config, error) {
-	certs, err := readCerts(fsys, certFile)
+	cert, err := keyPair(fsys, certFile, keyFile, atca)
 	if err != nil {
 		return nil, err
 	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		if cfg.ClientCAs, err = certPool(fsys, caFile); err != nil {
+			return nil, err
+		}
+		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return cfg, nil
+}
+
+// keyPair loads a certificate chain and its private key (or ATCA:N).
+func keyPair(fsys afero.Fs, certFile, keyFile string, atca SignerFunc) (tls.Certificate, error) {
+	certs, err := readCerts(fsys, certFile)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
 	key, err := readKey(fsys, keyFile, atca)
 	if err != nil {
-		return nil, err
+		return tls.Certificate{}, err
+	}
+	if !samePublicKey(certs[0].PublicKey, key.Public()) {
+		return tls.Certificate{}, fmt.Errorf("%s and %s do not match", certFile, keyFile)
 	}
 	cert := tls.Certificate{PrivateKey: key, Leaf: certs[0]}
 	for _, c := range certs {
 		cert.Certificate = append(cert.Certificate, c.Raw)
 	}
-	if !samePublicKey(certs[0].PublicKey, key.Public()) {
-		return nil, fmt.Errorf("%s and %s do not match", certFile, keyFile)
+	return cert, nil
+}
+
+// certPool loads the CA certificates of a file.
+func certPool(fsys afero.Fs, caFile string) (*x509.CertPool, error) {
+	cas, err := readCerts(fsys, caFile)
+	if err != nil {
+		return nil, err
 	}
-	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	if caFile != "" {
-		cas, err := readCerts(fsys, caFile)
-		if err != nil {
-			return nil, err
-		}
-		pool := x509.NewCertPool()
-		for _, c := range cas {
-			pool.AddCert(c)
-		}
-		cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	pool := x509.NewCertPool()
+	for _, c := range cas {
+		pool.AddCert(c)
 	}
-	return cfg, nil
+	return pool, nil
 }
 
 func samePublicKey(a, b crypto.PublicKey) bool {
@@ -138,31 +155,16 @@ var _ = []any{(*ecdsa.PrivateKey)(nil), (*rsa.PrivateKey)(nil)}
 // presented for mutual TLS (AWS IoT and similar brokers require it).
 func ClientConfig(fsys afero.Fs, certFile, keyFile, caFile, serverName string, atca SignerFunc) (*tls.Config, error) {
 	cfg := &tls.Config{ServerName: serverName, MinVersion: tls.VersionTLS12}
+	var err error
 	if caFile == "" {
 		cfg.InsecureSkipVerify = true // the firmware does not verify without ssl_ca_cert
-	} else {
-		cas, err := readCerts(fsys, caFile)
-		if err != nil {
-			return nil, err
-		}
-		pool := x509.NewCertPool()
-		for _, c := range cas {
-			pool.AddCert(c)
-		}
-		cfg.RootCAs = pool
+	} else if cfg.RootCAs, err = certPool(fsys, caFile); err != nil {
+		return nil, err
 	}
 	if certFile != "" {
-		certs, err := readCerts(fsys, certFile)
+		c, err := keyPair(fsys, certFile, keyFile, atca)
 		if err != nil {
 			return nil, err
-		}
-		key, err := readKey(fsys, keyFile, atca)
-		if err != nil {
-			return nil, err
-		}
-		c := tls.Certificate{PrivateKey: key, Leaf: certs[0]}
-		for _, x := range certs {
-			c.Certificate = append(c.Certificate, x.Raw)
 		}
 		cfg.Certificates = []tls.Certificate{c}
 	}

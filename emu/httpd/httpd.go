@@ -166,21 +166,5 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request, s Settings) {
 	io.WriteString(w, strings.Join(done, "\r\n")+"\r\n")
 }
 
-// aclAllows applies a comma-separated +/- glob list to a file name; the
-// first match decides, no match denies.
-func aclAllows(acl, name string) bool {
-	for _, e := range strings.Split(acl, ",") {
-		e = strings.TrimSpace(e)
-		if e == "" {
-			continue
-		}
-		allow := e[0] != '-'
-		if e[0] == '-' || e[0] == '+' {
-			e = e[1:]
-		}
-		if glob.Match(e, name) {
-			return allow
-		}
-	}
-	return false
-}
+// aclAllows applies upload_acl to a file name.
+func aclAllows(acl, name string) bool { return glob.MatchList(acl, name) }

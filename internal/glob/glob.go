@@ -78,3 +78,24 @@ func lower(c byte) byte {
 	}
 	return c
 }
+
+// MatchList applies an access list such as conf_acl, an RPC ACL user list
+// or http.upload_acl: comma-separated globs, each optionally prefixed with
+// '+' (allow) or '-' (deny). The first matching entry decides; when none
+// matches, access is denied.
+func MatchList(list, s string) bool {
+	for _, e := range strings.Split(list, ",") {
+		e = strings.TrimSpace(e)
+		if e == "" {
+			continue
+		}
+		allow := e[0] != '-'
+		if e[0] == '-' || e[0] == '+' {
+			e = e[1:]
+		}
+		if Match(e, s) {
+			return allow
+		}
+	}
+	return false
+}

@@ -12,18 +12,15 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/md5"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash"
 	"log/slog"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/mosemu/mosemu/internal/digest"
 	"github.com/mosemu/mosemu/internal/glob"
 	"github.com/mosemu/mosemu/rpc"
 	"github.com/spf13/afero"
@@ -100,22 +97,7 @@ func Match(acl []Entry, method, chType string) (Entry, bool) {
 
 // UserAllowed applies an entry's user list ("+u1,-u2,*"): the first
 // matching pattern decides, '-' denies; no match denies.
-func UserAllowed(list, user string) bool {
-	for _, p := range strings.Split(list, ",") {
-		p = strings.TrimSpace(p)
-		if p == "" {
-			continue
-		}
-		allow := true
-		if p[0] == '-' || p[0] == '+' {
-			allow, p = p[0] == '+', p[1:]
-		}
-		if glob.Match(p, user) {
-			return allow
-		}
-	}
-	return false
-}
+func UserAllowed(list, user string) bool { return glob.MatchList(list, user) }
 
 // HTDigest looks up user and realm in an htdigest file ("user:realm:HA1").
 func HTDigest(file []byte, user, realm string) (string, bool) {
@@ -129,18 +111,10 @@ func HTDigest(file []byte, user, realm string) (string, bool) {
 	return "", false
 }
 
-func hasher(algo string) func() hash.Hash {
-	if algo == "SHA-256" {
-		return sha256.New
-	}
-	return md5.New
-}
-
-func hexsum(h func() hash.Hash, s string) string {
-	x := h()
-	x.Write([]byte(s))
-	return hex.EncodeToString(x.Sum(nil))
-}
+var (
+	hasher = digest.Hasher
+	hexsum = digest.Hex
+)
 
 func algoName(n int) string {
 	if n == 1 {

@@ -6,19 +6,16 @@ package client
 
 import (
 	"context"
-	"crypto/md5"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
 	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash"
 	"strings"
 	"sync"
 
+	"github.com/mosemu/mosemu/internal/digest"
 	"github.com/mosemu/mosemu/rpc"
 )
 
@@ -169,18 +166,10 @@ func (c *Client) do(ctx context.Context, f *frame) (*reply, error) {
 	return &r, nil
 }
 
-func hasher(algo string) func() hash.Hash {
-	if algo == "SHA-256" {
-		return sha256.New
-	}
-	return md5.New
-}
-
-func hexsum(h func() hash.Hash, s string) string {
-	x := h()
-	x.Write([]byte(s))
-	return hex.EncodeToString(x.Sum(nil))
-}
+var (
+	hasher = digest.Hasher
+	hexsum = digest.Hex
+)
 
 // FrameDigest computes the in-frame auth object mos sends after an
 // in-band 401 (HA2 over "dummy_method:dummy_uri", nc 1, qop auth).
