@@ -8,6 +8,7 @@ import (
 	"github.com/mosemu/mosemu/efuse"
 	"github.com/mosemu/mosemu/emu/console"
 	"github.com/mosemu/mosemu/emu/flash"
+	"github.com/mosemu/mosemu/emu/flashenc"
 	"github.com/mosemu/mosemu/emu/romloader"
 )
 
@@ -42,6 +43,25 @@ type loaderTarget struct{ d *Device }
 
 func (t loaderTarget) ESP32() bool         { return t.d.board.Arch == "esp32" }
 func (t loaderTarget) Flash() flash.Device { return t.d.flash }
+
+// EncryptedFlash is the download-mode encryption engine: the device key,
+// whatever FLASH_CRYPT_CNT says, unless DISABLE_DL_ENCRYPT is burned.
+func (t loaderTarget) EncryptedFlash() flash.Device {
+	if t.d.efuses == nil {
+		return nil
+	}
+	if v, _ := t.d.efuses.Value("DISABLE_DL_ENCRYPT"); v != 0 {
+		return nil
+	}
+	return flashenc.NewView(t.d.flash, downloadKeys{t.d.efuses})
+}
+
+// downloadKeys always enables the engine with the efuse key.
+type downloadKeys struct{ ef *efuse.Efuses }
+
+func (k downloadKeys) FlashKey() (bool, [32]byte, uint8) {
+	return true, k.ef.FlashEncryptionKey(), k.ef.FlashCryptConfig()
+}
 
 func (t loaderTarget) ReadReg(addr uint32) (uint32, bool) {
 	if t.d.efuses != nil {

@@ -54,6 +54,10 @@ type Target interface {
 	ESP32() bool
 	// Flash is the raw SPI flash (no encryption: the ROM writes raw).
 	Flash() flash.Device
+	// EncryptedFlash is the flash seen through the encryption engine with
+	// the device key, for the esptool stub's encrypted writes; nil when the
+	// chip has none or DISABLE_DL_ENCRYPT is burned.
+	EncryptedFlash() flash.Device
 	// ReadReg and WriteReg reach peripherals the loader does not model
 	// itself (the efuse controller); ok is false for unknown addresses.
 	ReadReg(addr uint32) (uint32, bool)
@@ -89,6 +93,17 @@ type Loader struct {
 
 	mem  map[uint32]int // MEM_BEGIN address -> size, to recognise stubs
 	stub *mosStub       // the emulated mos flasher stub once it runs
+
+	esptoolStub bool         // the esptool flasher stub runs ("OHAI" sent)
+	dst         flash.Device // destination of the current flash write
+	rd          *streamRead  // esptool stub READ_FLASH in progress
+}
+
+// streamRead is an esptool-stub READ_FLASH: packets flow while fewer than
+// maxInFlight bytes are unacknowledged.
+type streamRead struct {
+	addr, n, packet, maxInFlight, sent, acked uint32
+	digest                                    []byte
 }
 
 // inflater decompresses a FLASH_DEFL_* stream as its blocks arrive and
@@ -102,23 +117,41 @@ type inflater struct {
 func (l *Loader) startInflater(off int64) *inflater {
 	pr, pw := io.Pipe()
 	in := &inflater{pw: pw, done: make(chan struct{})}
+	dst := l.dst
 	go func() {
 		defer close(in.done)
+		var pending []byte
+		flush := func(all bool) error {
+			n := len(pending)
+			if !all {
+				n &^= 31 // encrypted writes need whole 32-byte blocks
+			}
+			if n == 0 {
+				return nil
+			}
+			if _, err := dst.WriteAt(pending[:n], off); err != nil {
+				return err
+			}
+			off += int64(n)
+			pending = append(pending[:0], pending[n:]...)
+			return nil
+		}
 		zr, err := zlib.NewReader(pr)
 		if err == nil {
 			buf := make([]byte, 4096)
 			for {
 				n, rerr := zr.Read(buf)
-				if n > 0 {
-					if _, werr := l.t.Flash().WriteAt(buf[:n], off); werr != nil {
-						err = werr
+				pending = append(pending, buf[:n]...)
+				if len(pending) >= 4096 {
+					if err = flush(false); err != nil {
 						break
 					}
-					off += int64(n)
 				}
 				if rerr != nil {
 					if rerr != io.EOF {
 						err = rerr
+					} else {
+						err = flush(true)
 					}
 					break
 				}
@@ -148,6 +181,10 @@ func (l *Loader) Feed(p []byte) (Exit, bool) {
 	for _, f := range l.dec.Feed(p) {
 		var ex Exit
 		var done bool
+		if l.rd != nil {
+			l.readAck(f)
+			continue
+		}
 		if l.stub != nil {
 			ex, done = l.stub.frame(f)
 		} else {
@@ -169,7 +206,7 @@ func (l *Loader) statusLen() int {
 
 func (l *Loader) reply(cmd byte, value uint32, data []byte, status, errCode byte) {
 	body := append(append([]byte(nil), data...), status, errCode)
-	if l.t.ESP32() {
+	if l.t.ESP32() && !l.esptoolStub {
 		body = append(body, 0, 0)
 	}
 	hdr := make([]byte, 8, 8+len(body))
@@ -209,8 +246,12 @@ func (l *Loader) handle(f []byte) (Exit, bool) {
 			l.fail(cmd, errInvalidMsg)
 			return 0, false
 		}
+		v := uint32(syncValue)
+		if l.esptoolStub {
+			v = 0 // tells esptool a stub is already running
+		}
 		for i := 0; i < 8; i++ {
-			l.ok(cmd, syncValue, nil)
+			l.ok(cmd, v, nil)
 		}
 	case CmdReadReg:
 		if words(1) {
@@ -243,6 +284,14 @@ func (l *Loader) handle(f []byte) (Exit, bool) {
 			l.flashSize = eraseSize // uncompressed size
 		}
 		start, end := int64(off)&^(flash.SectorSize-1), (int64(off)+int64(eraseSize)+flash.SectorSize-1)&^(flash.SectorSize-1)
+		l.dst = l.t.Flash()
+		if l.esptoolStub && len(data) >= 20 && le(data, 4) == 1 {
+			if l.dst = l.t.EncryptedFlash(); l.dst == nil {
+				l.writing = false
+				l.fail(cmd, errInvalidParam)
+				return 0, false
+			}
+		}
 		if end > l.t.Flash().Size() || eraseSize == 0 && blocks == 0 {
 			if eraseSize == 0 && blocks == 0 { // esptool's run(): FLASH_BEGIN(0,0)
 				l.ok(cmd, 0, nil)
@@ -287,7 +336,7 @@ func (l *Loader) handle(f []byte) (Exit, bool) {
 			l.ok(cmd, 0, nil)
 			return 0, false
 		}
-		if _, err := l.t.Flash().WriteAt(payload, int64(l.flashAddr)+int64(l.written)); err != nil {
+		if _, err := l.dst.WriteAt(payload, int64(l.flashAddr)+int64(l.written)); err != nil {
 			l.fail(cmd, errFlashWrite)
 			return 0, false
 		}
@@ -326,7 +375,11 @@ func (l *Loader) handle(f []byte) (Exit, bool) {
 		b := make([]byte, n)
 		l.t.Flash().ReadAt(b, int64(addr))
 		s := md5.Sum(b)
-		l.ok(cmd, 0, []byte(hex.EncodeToString(s[:]))) // ROM: 32 ASCII hex digits
+		if l.esptoolStub {
+			l.ok(cmd, 0, s[:]) // stub: 16 raw bytes
+		} else {
+			l.ok(cmd, 0, []byte(hex.EncodeToString(s[:]))) // ROM: 32 ASCII hex digits
+		}
 	case CmdMemBegin:
 		if !words(4) {
 			return 0, false
@@ -349,12 +402,90 @@ func (l *Loader) handle(f []byte) (Exit, bool) {
 					return 0, false
 				}
 			}
-			return ExitStub, true
+			// Any other stub is taken for esptool's: it says hello.
+			l.esptoolStub = true
+			l.out.Write(Encode([]byte("OHAI")))
 		}
+	case CmdEraseFlash, CmdEraseRegion, CmdReadFlash, CmdRunUserCode:
+		if !l.esptoolStub {
+			l.fail(cmd, errInvalidMsg)
+			return 0, false
+		}
+		return l.stubCommand(cmd, data)
 	default:
-		l.fail(cmd, errInvalidMsg)
+		if l.esptoolStub {
+			l.fail(cmd, 0xFF)
+		} else {
+			l.fail(cmd, errInvalidMsg)
+		}
 	}
 	return 0, false
+}
+
+// Commands only the esptool stub has.
+const (
+	CmdEraseFlash  = 0xD0
+	CmdEraseRegion = 0xD1
+	CmdReadFlash   = 0xD2
+	CmdRunUserCode = 0xD3
+)
+
+func (l *Loader) stubCommand(cmd byte, data []byte) (Exit, bool) {
+	fl := l.t.Flash()
+	switch cmd {
+	case CmdEraseFlash:
+		fl.Erase(0, fl.Size())
+		l.ok(cmd, 0, nil)
+	case CmdEraseRegion:
+		if len(data) < 8 || le(data, 0)%flash.SectorSize != 0 || le(data, 1)%flash.SectorSize != 0 {
+			l.fail(cmd, 0x32)
+			break
+		}
+		if err := fl.Erase(int64(le(data, 0)), int64(le(data, 1))); err != nil {
+			l.fail(cmd, 0x33)
+			break
+		}
+		l.ok(cmd, 0, nil)
+	case CmdReadFlash:
+		if len(data) < 16 || le(data, 2) == 0 || int64(le(data, 0))+int64(le(data, 1)) > fl.Size() {
+			l.fail(cmd, errInvalidParam)
+			break
+		}
+		l.ok(cmd, 0, nil)
+		l.rd = &streamRead{addr: le(data, 0), n: le(data, 1), packet: le(data, 2), maxInFlight: max(le(data, 3), le(data, 2))}
+		l.readPump()
+	case CmdRunUserCode:
+		return ExitRunUserCode, true
+	}
+	return 0, false
+}
+
+// readPump sends READ_FLASH packets while the window allows, then the MD5.
+func (l *Loader) readPump() {
+	r := l.rd
+	for r.sent < r.n && r.sent-r.acked < r.maxInFlight {
+		n := min(r.packet, r.n-r.sent)
+		b := make([]byte, n)
+		l.t.Flash().ReadAt(b, int64(r.addr+r.sent))
+		r.sent += n
+		l.out.Write(Encode(b))
+	}
+	if r.acked >= r.n {
+		b := make([]byte, r.n)
+		l.t.Flash().ReadAt(b, int64(r.addr))
+		s := md5.Sum(b)
+		l.out.Write(Encode(s[:]))
+		l.rd = nil
+	}
+}
+
+// readAck handles the host's acknowledgement of READ_FLASH data.
+func (l *Loader) readAck(f []byte) {
+	if len(f) != 4 {
+		return
+	}
+	l.rd.acked = binary.LittleEndian.Uint32(f)
+	l.readPump()
 }
 
 func checksum(p []byte) uint32 {

@@ -18,8 +18,9 @@ type fakeChip struct {
 	regs  map[uint32]uint32
 }
 
-func (c *fakeChip) ESP32() bool         { return c.esp32 }
-func (c *fakeChip) Flash() flash.Device { return c.fl }
+func (c *fakeChip) ESP32() bool                  { return c.esp32 }
+func (c *fakeChip) Flash() flash.Device          { return c.fl }
+func (c *fakeChip) EncryptedFlash() flash.Device { return nil }
 func (c *fakeChip) ReadReg(a uint32) (uint32, bool) {
 	v, ok := c.regs[a]
 	return v, ok
@@ -181,4 +182,54 @@ func FuzzSLIP(f *testing.F) {
 			t.Fatalf("round trip of %x gave %x", b, fr)
 		}
 	})
+}
+
+// TestEsptoolStub uploads a stub that is not mos's: the loader answers
+// "OHAI" and speaks the esptool stub protocol (2 status bytes, SYNC value 0,
+// raw MD5, READ_FLASH streaming with acks).
+func TestEsptoolStub(t *testing.T) {
+	l, out, c := newLoader(true)
+	code := make([]byte, 0x1800)
+	l.Feed(request(CmdMemBegin, words(uint32(len(code)), 1, 0x1800, 0x400a8000), 0))
+	l.Feed(request(CmdMemData, append(words(uint32(len(code)), 0, 0, 0), code...), checksum(code)))
+	l.Feed(request(CmdMemEnd, words(0, 0x400a902c), 0))
+	fr := responses(out.Bytes())
+	if len(fr) != 4 || string(fr[3]) != "OHAI" {
+		t.Fatalf("no OHAI: %q", fr)
+	}
+	out.Reset()
+	l.Feed(request(CmdSync, append([]byte{7, 7, 0x12, 0x20}, bytes.Repeat([]byte{0x55}, 32)...), 0))
+	if fr := responses(out.Bytes()); len(fr) != 8 || binary.LittleEndian.Uint32(fr[0][4:]) != 0 || len(fr[0]) != 10 {
+		t.Fatalf("stub SYNC: %x", fr[0])
+	}
+	data := bytes.Repeat([]byte("esptool!"), 1000)
+	c.fl.WriteAt(data, 0x2000)
+	out.Reset()
+	l.Feed(request(CmdReadFlash, words(0x2000, uint32(len(data)), 0x1000, 0x1000), 0))
+	var got []byte
+	for len(got) < len(data) {
+		fr := responses(out.Bytes())
+		out.Reset()
+		for _, f := range fr {
+			if f[0] == 0x01 && f[1] == CmdReadFlash { // the command's own response
+				continue
+			}
+			got = append(got, f...)
+		}
+		l.Feed(Encode(words(uint32(len(got)))))
+	}
+	sum := md5.Sum(data)
+	if fr := responses(out.Bytes()); !bytes.Equal(got, data) || len(fr) != 1 || !bytes.Equal(fr[0], sum[:]) {
+		t.Fatalf("READ_FLASH: %d bytes, tail %x", len(got), fr)
+	}
+	out.Reset()
+	l.Feed(request(CmdSPIFlashMD5, words(0x2000, uint32(len(data)), 0, 0), 0))
+	if f := responses(out.Bytes())[0]; !bytes.Equal(f[8:24], sum[:]) || len(f) != 26 {
+		t.Fatalf("stub MD5 reply %x", f)
+	}
+	out.Reset()
+	l.Feed(request(CmdFlashBegin, words(0x1000, 1, 0x4000, 0x3000, 1), 0)) // encrypted, no engine
+	if f := responses(out.Bytes())[0]; f[len(f)-2] != 1 {
+		t.Fatalf("encrypted write without an engine accepted: %x", f)
+	}
 }
