@@ -354,10 +354,12 @@ func (l *Loader) handle(f []byte) (Exit, bool) {
 		}
 		l.ok(cmd, 0, nil)
 		if len(data) >= 4 {
-			if le(data, 0) == 0 {
+			switch {
+			case le(data, 0) == 0:
 				return ExitReboot, true
+			case !l.esptoolStub: // the ROM jumps to the app; a stub stays
+				return ExitRunUserCode, true
 			}
-			return ExitRunUserCode, true
 		}
 	case CmdSPIFlashMD5:
 		if !words(2) {
@@ -522,4 +524,17 @@ func (l *Loader) writeReg(addr, v uint32) {
 		return
 	}
 	l.regs[addr] = v
+	spi, w0 := uint32(0x3FF42000), uint32(0x3FF42080) // SPI1 on ESP32
+	if !l.t.ESP32() {
+		spi, w0 = 0x60000200, 0x60000240
+	}
+	if addr == spi && v&(1<<18) != 0 { // USR command start: run it, self-clear
+		switch l.regs[spi+0x24] & 0xFFFF { // USR2 command value
+		case 0x9F: // RDID
+			l.regs[w0] = flashMfg | flashType<<8 | flashCap<<16
+		default: // RDSR and the rest: idle status
+			l.regs[w0] = 0
+		}
+		l.regs[spi] = 0
+	}
 }

@@ -1,0 +1,51 @@
+package emu
+
+import (
+	"bytes"
+	"crypto/md5"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestEsptoolJS drives the device's pty with the real esptool-js (npm),
+// through testdata/esptool-js/interop.mjs: chip detection, MAC, a
+// compressed flash write through the esptool stub, MD5, read back.
+func TestEsptoolJS(t *testing.T) {
+	dir := filepath.Join("testdata", "esptool-js")
+	node, err := exec.LookPath("node")
+	_, modErr := os.Stat(filepath.Join(dir, "node_modules", "esptool-js"))
+	if err != nil || modErr != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("node or esptool-js missing (.ci/deps.sh installs them): %v %v", err, modErr)
+		}
+		t.Skipf("needs node and `npm ci` in %s (make test-deps)", dir)
+	}
+	d := startDevice(t, t.TempDir(), true)
+	img := make([]byte, 50000)
+	rand.Read(img)
+	path := filepath.Join(t.TempDir(), "img.bin")
+	os.WriteFile(path, img, 0o644)
+	out, err := exec.Command(node, filepath.Join(dir, "interop.mjs"), d.SerialPath(), path, "0x300000").Output()
+	lines := bytes.Split(bytes.TrimSpace(out), []byte("\n"))
+	var r struct{ Chip, MAC, MD5, ReadBackMD5, Error string }
+	if jerr := json.Unmarshal(lines[len(lines)-1], &r); jerr != nil || err != nil || r.Error != "" {
+		t.Fatalf("esptool-js: %v %v %s", err, jerr, out)
+	}
+	sum := md5.Sum(img)
+	want := hex.EncodeToString(sum[:])
+	mac := d.Efuses().MAC()
+	if r.Chip != "ESP32-D0WDQ6 (revision 1)" || r.MAC != strings.ToLower(macColons(mac)) || r.MD5 != want || r.ReadBackMD5 != want {
+		t.Fatalf("esptool-js saw %+v, want MD5 %s", r, want)
+	}
+	got := make([]byte, len(img))
+	d.Flash().ReadAt(got, 0x300000)
+	if !bytes.Equal(got, img) {
+		t.Fatal("flash content differs from the image esptool-js wrote")
+	}
+}
