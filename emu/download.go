@@ -17,8 +17,12 @@ var syncStart = []byte{0xC0, 0x00, romloader.CmdSync}
 
 // downloadIdle is how long the ROM loader waits without input before the
 // emulated board is reset back into the firmware (a pty cannot carry the
-// RTS pulse tools use for that).
-const downloadIdle = 3 * time.Second
+// RTS pulse tools use for that). An RPC handshake from mos (`"""\x04"""`)
+// resets it at once.
+const downloadIdle = 10 * time.Second
+
+// rpcHandshake is what mos sends to reach the firmware's RPC channel.
+var rpcHandshake = []byte("\"\"\"\x04\"\"\"")
 
 // uartInput routes serial input to the firmware's RPC channel until a ROM
 // loader SYNC arrives, which resets the chip into download mode (the
@@ -114,7 +118,7 @@ func (d *Device) enterDownload(first []byte) {
 		case activity <- struct{}{}:
 		default:
 		}
-		if _, ok := l.Feed(b); ok {
+		if _, ok := l.Feed(b); ok || bytes.Contains(b, rpcHandshake) {
 			once.Do(func() { close(done) })
 		}
 	}

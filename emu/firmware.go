@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -111,7 +112,8 @@ func (d *Device) startHTTP(fw *firmware) error {
 			AuthDomain: c.String("http.auth_domain"), AuthFile: c.String("http.auth_file"),
 			AuthAlgo: c.Int("http.auth_algo"), ExtraHeaders: c.String("http.extra_headers")}
 	}})
-	srv := &http.Server{Handler: logConns(mux, d), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: logConns(mux, d), ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(d.log.Handler(), slog.LevelDebug)} // e.g. refused TLS handshakes
 	go srv.Serve(l)
 	fw.onStop(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)

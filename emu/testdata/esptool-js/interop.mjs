@@ -23,7 +23,16 @@ class PtySerialPort {
         buf = buf.subarray(n);
       }
     };
-    this.writable = new WritableStream({ write: (chunk) => writeAll(Buffer.from(chunk)) });
+    // Writes are queued in order and the stream released at once, as a
+    // serial port's driver buffer does: esptool-js may write again (a
+    // retry) before the previous bytes have drained into the pty.
+    let queue = Promise.resolve();
+    this.writable = new WritableStream({
+      write: (chunk) => {
+        const buf = Buffer.from(chunk);
+        queue = queue.then(() => writeAll(buf)).catch((e) => console.error("pty write:", e));
+      },
+    });
   }
   async setSignals() {}
   async close() { this.readable = null; this.writable = null; this.rs.destroy(); }
