@@ -33,12 +33,43 @@ func (d *Device) uartInput(feed func([]byte)) func([]byte) {
 		buf := append(tail, b...)
 		if i := bytes.Index(buf, syncStart); i >= 0 {
 			tail = nil
-			first := append([]byte(nil), buf[i:]...)
-			go d.enterDownload(first)
+			// From this byte on, input belongs to the ROM loader: hold it
+			// until the loader is attached so nothing reaches the firmware.
+			in := &heldInput{buf: append([]byte(nil), buf[i:]...)}
+			d.port.SetConsumer(in.feed)
+			go d.enterDownload(in)
 			return
 		}
 		tail = append([]byte(nil), buf[max(0, len(buf)-2):]...)
 		feed(b)
+	}
+}
+
+// heldInput queues serial input until a consumer is attached.
+type heldInput struct {
+	mu   sync.Mutex
+	buf  []byte
+	sink func([]byte)
+}
+
+func (h *heldInput) feed(b []byte) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.sink != nil {
+		h.sink(b)
+		return
+	}
+	h.buf = append(h.buf, b...)
+}
+
+// attach hands the queued bytes, then every later byte, to sink.
+func (h *heldInput) attach(sink func([]byte)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.sink = sink
+	if len(h.buf) > 0 {
+		sink(h.buf)
+		h.buf = nil
 	}
 }
 
@@ -97,7 +128,7 @@ func (t loaderTarget) WriteReg(addr, v uint32) bool {
 
 // enterDownload stops the firmware and runs the ROM loader on the UART
 // until it exits or goes idle, then boots the firmware again.
-func (d *Device) enterDownload(first []byte) {
+func (d *Device) enterDownload(in *heldInput) {
 	d.mu.Lock()
 	if d.closed || d.port == nil || d.downloading {
 		d.mu.Unlock()
@@ -122,8 +153,7 @@ func (d *Device) enterDownload(first []byte) {
 			once.Do(func() { close(done) })
 		}
 	}
-	port.SetConsumer(feed)
-	feed(first)
+	in.attach(feed)
 	for idle := time.NewTimer(downloadIdle); ; {
 		select {
 		case <-done:

@@ -59,7 +59,12 @@ func (d *Device) startFirmware(fw *firmware) error {
 			MaxFrame: func() int { return fw.cfg.Get().Int("rpc.max_frame_size") }}
 		d.port.SetSoftwareFlowControl(cfg.Int("rpc.uart.fc_type") == 2)
 		d.port.SetConsumer(d.uartInput(u.Feed))
-		fw.onStop(func() { d.port.SetConsumer(nil); u.Close() })
+		fw.onStop(func() {
+			if !d.downloading { // entering download mode: input now goes to the ROM loader
+				d.port.SetConsumer(nil)
+			}
+			u.Close()
+		})
 		d.log.Info("0x3ffb2e40 UART0", console.Src("mgos_rpc_channel_uart.c", 238))
 	}
 	d.startMQTT(fw)
