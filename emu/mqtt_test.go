@@ -2,6 +2,9 @@ package emu
 
 import (
 	"context"
+	"crypto/md5"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -14,12 +17,18 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/mosemu/mosemu/mqtt"
+	"github.com/mosemu/mosemu/rpc/client"
 )
 
 // mosCall does what `mos --port mqtt://broker/<id> call <method>` does:
 // subscribe to <id>/rpc-resp/<clientid>/rpc, publish the frame to <id>/rpc
 // with dst = id and src = <id>/rpc-resp/<clientid>.
 func mosCall(t *testing.T, broker, devID, method string) (json.RawMessage, error) {
+	return mosCallAuth(t, broker, devID, method, "")
+}
+
+// mosCallAuth is mosCall with an optional in-frame "auth" object (JSON).
+func mosCallAuth(t *testing.T, broker, devID, method, auth string) (json.RawMessage, error) {
 	t.Helper()
 	cid := fmt.Sprintf("mos-%d", time.Now().UnixNano()%1e9)
 	c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + broker).SetClientID(cid))
@@ -31,6 +40,9 @@ func mosCall(t *testing.T, broker, devID, method string) (json.RawMessage, error
 	got := make(chan []byte, 1)
 	c.Subscribe(src+"/rpc", 1, func(_ paho.Client, m paho.Message) { got <- m.Payload() }).Wait()
 	frame := fmt.Sprintf(`{"src":%q,"dst":%q,"id":1234567890123,"method":%q}`, src, devID, method)
+	if auth != "" {
+		frame = frame[:len(frame)-1] + `,"auth":` + auth + "}"
+	}
 	c.Publish(devID+"/rpc", 1, false, frame).Wait()
 	select {
 	case b := <-got:
@@ -131,6 +143,19 @@ func TestMQTTChannelACL(t *testing.T) {
 		t.Fatalf("MQTT call with ch_type MQTT denied: %v", err)
 	}
 	call(t, c, "Sys.GetInfo", nil) // WS still allowed
+
+	// Digest auth over MQTT: in-band 401, then the retry with "auth".
+	ha1 := md5.Sum([]byte("joe:RPC:secret"))
+	call(t, c, "FS.Put", map[string]any{"filename": "pw", "data": base64.StdEncoding.EncodeToString([]byte("joe:RPC:" + hex.EncodeToString(ha1[:])))})
+	call(t, c, "Config.Set", map[string]any{"config": map[string]any{"rpc": map[string]any{"auth_file": "pw", "acl": `[{"ch_type":"MQTT","acl":"joe"},{"method":"*","acl":"*"}]`}}})
+	if _, err := mosCall(t, b.Addr(), d.DeviceID(), "RPC.Ping"); err == nil || !strings.Contains(err.Error(), `"code":401`) {
+		t.Fatalf("MQTT call without credentials: %v", err)
+	}
+	fa := client.FrameDigest("RPC", "joe", "secret", time.Now().Unix(), "MD5")
+	authJSON, _ := json.Marshal(fa)
+	if res, err := mosCallAuth(t, b.Addr(), d.DeviceID(), "RPC.Ping", string(authJSON)); err != nil || string(res) != `{"channel_info": ""}` {
+		t.Fatalf("MQTT call with digest auth: %s %v", res, err)
+	}
 }
 
 // startMosquitto runs a real mosquitto on a free loopback port with extra

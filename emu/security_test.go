@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -104,3 +105,30 @@ func TestReplayWithinWindowAccepted(t *testing.T) {
 }
 
 func contains(b []byte, s string) bool { return bytes.Contains(b, []byte(s)) }
+
+// TestChannelSwitches: rpc.ws.enable=false answers the upgrade with 503,
+// rpc.http_enable=false unregisters /rpc, rpc.uart.uart_no=-1 leaves the
+// serial port to the console.
+func TestChannelSwitches(t *testing.T) {
+	d := startDevice(t, t.TempDir(), true)
+	c := dial(t, "http://"+d.HTTPAddr()+"/rpc")
+	call(t, c, "Config.Set", map[string]any{"config": map[string]any{"rpc": map[string]any{"ws": map[string]any{"enable": false}, "uart": map[string]any{"uart_no": -1}}}, "save": true, "reboot": true})
+	time.Sleep(800 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if _, err := client.Dial(ctx, "ws://"+d.HTTPAddr()+"/rpc"); err == nil || !strings.Contains(err.Error(), "bad handshake") {
+		t.Fatalf("WS with rpc.ws.enable=false: %v", err)
+	}
+	u := dial(t, d.SerialPath())
+	uctx, ucancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer ucancel()
+	if _, err := u.Call(uctx, "RPC.Ping", nil); err == nil {
+		t.Fatal("UART RPC answered with rpc.uart.uart_no=-1")
+	}
+	c2 := dial(t, "http://"+d.HTTPAddr()+"/rpc")
+	call(t, c2, "Config.Set", map[string]any{"config": map[string]any{"rpc": map[string]any{"http_enable": false}}, "save": true, "reboot": true})
+	time.Sleep(800 * time.Millisecond)
+	if _, err := c2.Call(ctx, "RPC.Ping", nil); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Fatalf("HTTP with rpc.http_enable=false: %v", err)
+	}
+}
