@@ -27,8 +27,10 @@ const (
 // queueLimit bounds the bytes waiting to be sent; more is dropped.
 const queueLimit = 256 << 10
 
-// dropAfter is how long the writer waits for a reader before dropping.
-const dropAfter = 50 * time.Millisecond
+// dropAfter is how long the writer waits for the host to take bytes before
+// dropping them: long enough for a slow reader (a busy host, the race
+// detector), short enough that a port nobody reads keeps draining.
+const dropAfter = 2 * time.Second
 
 // Port is one emulated UART on a pty.
 type Port struct {
