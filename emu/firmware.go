@@ -188,7 +188,7 @@ func (d *Device) startMQTT(fw *firmware) {
 	if cfg.String("mqtt.ssl_ca_cert") != "" || cfg.String("mqtt.ssl_cert") != "" {
 		host, _, err := net.SplitHostPort(mqtt.ServerAddr(server, true))
 		if err == nil {
-			tc, err = devtls.ClientConfig(fw.fs, cfg.String("mqtt.ssl_cert"), cfg.String("mqtt.ssl_key"), cfg.String("mqtt.ssl_ca_cert"), host, nil)
+			tc, err = devtls.ClientConfig(fw.fs, cfg.String("mqtt.ssl_cert"), cfg.String("mqtt.ssl_key"), cfg.String("mqtt.ssl_ca_cert"), host, nil, fw.ram)
 		}
 		if err != nil {
 			d.log.Error("MQTT0 TLS setup failed: "+err.Error(), console.Src("mgos_mqtt_conn.c", 440))

@@ -153,13 +153,18 @@ var _ = []any{(*ecdsa.PrivateKey)(nil), (*rsa.PrivateKey)(nil)}
 // mqtt.ssl_* files: the server is verified against caFile when set (and
 // only the certificates of caFile are trusted), certFile/keyFile are
 // presented for mutual TLS (AWS IoT and similar brokers require it).
-func ClientConfig(fsys afero.Fs, certFile, keyFile, caFile, serverName string, atca SignerFunc) (*tls.Config, error) {
-	cfg := &tls.Config{ServerName: serverName, MinVersion: tls.VersionTLS12}
-	var err error
-	if caFile == "" {
-		cfg.InsecureSkipVerify = true // the firmware does not verify without ssl_ca_cert
-	} else if cfg.RootCAs, err = certPool(fsys, caFile); err != nil {
-		return nil, err
+//
+// CA certificates are loaded on demand: only the issuer the server's chain
+// names is parsed from caFile, and its RAM is charged to ram (may be nil)
+// while the handshake verifies it.
+func ClientConfig(fsys afero.Fs, certFile, keyFile, caFile, serverName string, atca SignerFunc, ram *RAM) (*tls.Config, error) {
+	// Verification is ours (on demand), so Go's own is skipped.
+	cfg := &tls.Config{ServerName: serverName, MinVersion: tls.VersionTLS12, InsecureSkipVerify: true}
+	if caFile != "" { // without ssl_ca_cert the firmware does not verify the server
+		if _, err := fsys.Stat(caFile); err != nil {
+			return nil, fmt.Errorf("failed to read %s: %w", caFile, err)
+		}
+		cfg.VerifyPeerCertificate = onDemandVerifier(fsys, caFile, serverName, ram)
 	}
 	if certFile != "" {
 		c, err := keyPair(fsys, certFile, keyFile, atca)
