@@ -51,6 +51,10 @@ type Options struct {
 	// 1 KiB per idle TLS connection) instead of the default static 16 KiB
 	// record buffers each way.
 	TLSDynamicBuffers bool
+	// TLSHandshakeLatency makes the HTTPS server answer handshakes as slowly
+	// as the real board (ESP32 1-3 s, ESP8266 7-15 s), for testing client
+	// timeouts. Off by default.
+	TLSHandshakeLatency bool
 }
 
 // Device is one emulated board. Its methods are safe for concurrent use.

@@ -96,6 +96,13 @@ func (d *Device) startHTTP(fw *firmware) error {
 	d.httpAddr = tcp.Addr().String() // keep the port across reboots
 	var l net.Listener = &devtls.Listener{Listener: tcp, RAM: fw.ram, Cost: cost, Log: d.log}
 	if tc != nil {
+		if d.opts.TLSHandshakeLatency {
+			lat := devtls.LatencyESP32
+			if d.board.Arch == "esp8266" {
+				lat = devtls.LatencyESP8266
+			}
+			l = &devtls.SlowListener{Listener: l, Min: lat[0], Max: lat[1]}
+		}
 		l = tls.NewListener(l, tc)
 	}
 	mux := http.NewServeMux()

@@ -159,3 +159,24 @@ func TestTLSConnectionFlood(t *testing.T) {
 		d.Close()
 	}
 }
+
+func TestTLSHandshakeLatency(t *testing.T) {
+	srvPKI := issue(t, "device", nil, true)
+	d, err := New(Options{StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Seed: 10, TLSHandshakeLatency: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	d.Start(context.Background())
+	configureTLS(t, d, "http", map[string]string{"cert.pem": srvPKI.pem, "key.pem": srvPKI.kpem},
+		map[string]any{"ssl_cert": "cert.pem", "ssl_key": "key.pem"})
+	start := time.Now()
+	c, err := tls.Dial("tcp", d.HTTPAddr(), &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if took := time.Since(start); took < time.Second || took > 4*time.Second {
+		t.Fatalf("ESP32 handshake took %v, want 1-3 s", took)
+	}
+}

@@ -130,3 +130,24 @@ func BenchmarkHandshake(b *testing.B) {
 		c1.Close()
 	}
 }
+
+func TestSlowListenerDelaysFirstWrite(t *testing.T) {
+	tcp, _ := net.Listen("tcp", "127.0.0.1:0")
+	l := &SlowListener{Listener: tcp, Min: 200 * time.Millisecond, Max: 300 * time.Millisecond}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err == nil {
+			c.Write([]byte("a"))
+			c.Write([]byte("b"))
+			c.Close()
+		}
+	}()
+	c, _ := net.Dial("tcp", tcp.Addr().String())
+	start := time.Now()
+	b := make([]byte, 2)
+	n, _ := c.Read(b[:1])
+	if d := time.Since(start); n != 1 || d < 200*time.Millisecond {
+		t.Fatalf("first byte after %v", d)
+	}
+}
