@@ -65,16 +65,14 @@ func (d *Device) bootloaderEncrypt() error {
 	if err != nil {
 		return fmt.Errorf("boot: flash encryption: cannot read the plaintext partition table: %w", err)
 	}
-	regions := []struct {
+	type region struct {
 		name     string
 		off, len int64
-	}{{"bootloader", 0x1000, 0x7000}, {"partition table", partition.Offset, partition.SectorSize}}
+	}
+	regions := []region{{"bootloader", 0x1000, 0x7000}, {"partition table", partition.Offset, partition.SectorSize}}
 	for _, p := range table {
 		if p.Type == partition.TypeApp || p.Encrypted() {
-			regions = append(regions, struct {
-				name     string
-				off, len int64
-			}{p.Label, int64(p.Offset), int64(p.Size)})
+			regions = append(regions, region{p.Label, int64(p.Offset), int64(p.Size)})
 		}
 	}
 	for i, r := range regions {

@@ -190,6 +190,9 @@ func writeRaw(w http.ResponseWriter, r *http.Request, code int, ctype, body stri
 		// through net/http, which then keeps the connection open.
 		hd := w.Header()
 		hd["Date"] = nil
+		if ch != nil {
+			hd.Set("WWW-Authenticate", fmt.Sprintf(`Digest qop="auth", realm="%s", nonce="%x", algorithm=%s`, ch.Realm, ch.Nonce, orMD5(ch.Algorithm)))
+		}
 		hd.Set("Content-Type", ctype)
 		hd.Set("Access-Control-Allow-Origin", "*")
 		hd.Set("Access-Control-Allow-Headers", "*")
