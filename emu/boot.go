@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	atcahost "github.com/mosemu/mosemu/atca/host"
 	"github.com/mosemu/mosemu/configs"
 	"github.com/mosemu/mosemu/emu/console"
 	"github.com/mosemu/mosemu/emu/flash"
@@ -28,7 +29,8 @@ type firmware struct {
 	disp    *rpc.Dispatcher
 	mqtt    *mqtt.Client
 	ram     *devtls.RAM
-	stops   []func() // run in reverse order on stop
+	atca    *atcahost.Driver // nil without sys.atca.enable or a chip
+	stops   []func()         // run in reverse order on stop
 }
 
 func (fw *firmware) onStop(f func()) { fw.stops = append(fw.stops, f) }

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mosemu/mosemu/atca"
 	"github.com/mosemu/mosemu/configs"
 	"github.com/mosemu/mosemu/efuse"
 	"github.com/mosemu/mosemu/emu/console"
@@ -81,6 +82,7 @@ type Device struct {
 	rebootDue time.Time
 
 	efuses *efuse.Efuses // nil on boards without an efuse controller
+	chip   *atca.Chip    // the ATECC608A on the I2C bus
 	crypt  *flashenc.View
 
 	ownSchema *configs.Schema
@@ -115,6 +117,15 @@ func New(opts Options) (*Device, error) {
 			return nil, err
 		}
 		d.macFn = d.efuses.MAC
+	}
+	if d.chip, err = atca.Load(filepath.Join(opts.StateDir, ATCAFile), id.Seed); err != nil {
+		return nil, fmt.Errorf("emu: %s: %w", ATCAFile, err)
+	}
+	atcaPath := filepath.Join(opts.StateDir, ATCAFile)
+	d.chip.OnChange = func() {
+		if err := d.chip.SaveLocked(atcaPath); err != nil {
+			d.log.Error("ATCA: saving state: "+err.Error(), console.Src("mosemu", 0))
+		}
 	}
 	if d.flash, err = flash.Open(filepath.Join(opts.StateDir, FlashFile), board.FlashSize); err != nil {
 		return nil, err

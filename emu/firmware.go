@@ -2,6 +2,7 @@ package emu
 
 import (
 	"context"
+	"crypto"
 	"crypto/tls"
 	"fmt"
 	"log/slog"
@@ -10,9 +11,11 @@ import (
 	"strings"
 	"time"
 
+	atcahost "github.com/mosemu/mosemu/atca/host"
 	"github.com/mosemu/mosemu/configs"
 	"github.com/mosemu/mosemu/emu/console"
 	"github.com/mosemu/mosemu/emu/httpd"
+	"github.com/mosemu/mosemu/emu/i2c"
 	"github.com/mosemu/mosemu/mqtt"
 	"github.com/mosemu/mosemu/rpc"
 	"github.com/mosemu/mosemu/rpc/auth"
@@ -49,6 +52,7 @@ func (d *Device) startFirmware(fw *firmware) error {
 	if cfg.Bool("rpc.service_sys_enable") {
 		rpc.RegisterSys(disp, &sysDevice{d: d, fw: fw})
 	}
+	d.startATCA(fw)
 	if cfg.Bool("http.enable") {
 		if err := d.startHTTP(fw); err != nil {
 			return err
@@ -79,7 +83,7 @@ func (d *Device) startHTTP(fw *firmware) error {
 	cost, ssl := devtls.CostTCP, ""
 	if cert := cfg.String("http.ssl_cert"); cert != "" {
 		var err error
-		tc, err = devtls.ServerConfig(fw.fs, cert, cfg.String("http.ssl_key"), cfg.String("http.ssl_ca_cert"), nil)
+		tc, err = devtls.ServerConfig(fw.fs, cert, cfg.String("http.ssl_key"), cfg.String("http.ssl_ca_cert"), fw.atcaSigner(d))
 		if err != nil {
 			d.log.Error("Error starting HTTP server: "+err.Error(), console.Src("mgos_http_server.c", 530))
 			return nil
@@ -195,7 +199,7 @@ func (d *Device) startMQTT(fw *firmware) {
 	if cfg.String("mqtt.ssl_ca_cert") != "" || cfg.String("mqtt.ssl_cert") != "" {
 		host, _, err := net.SplitHostPort(mqtt.ServerAddr(server, true))
 		if err == nil {
-			tc, err = devtls.ClientConfig(fw.fs, cfg.String("mqtt.ssl_cert"), cfg.String("mqtt.ssl_key"), cfg.String("mqtt.ssl_ca_cert"), host, nil, fw.ram)
+			tc, err = devtls.ClientConfig(fw.fs, cfg.String("mqtt.ssl_cert"), cfg.String("mqtt.ssl_key"), cfg.String("mqtt.ssl_ca_cert"), host, fw.atcaSigner(d), fw.ram)
 		}
 		if err != nil {
 			d.log.Error("MQTT0 TLS setup failed: "+err.Error(), console.Src("mgos_mqtt_conn.c", 440))
@@ -213,4 +217,32 @@ func (d *Device) startMQTT(fw *firmware) {
 		RPCQoS: byte(cfg.Int("rpc.mqtt.qos")), RPCHandler: fw.disp,
 	}, d.log)
 	fw.onStop(fw.mqtt.Close)
+}
+
+// startATCA attaches the ATECC608A to the I2C bus and, when sys.atca.enable
+// is set and the chip answers, registers the ATCA.* service.
+func (d *Device) startATCA(fw *firmware) {
+	cfg := fw.cfg.Get()
+	if !cfg.Bool("sys.atca.enable") {
+		return
+	}
+	addr := byte(cfg.Int("sys.atca.i2c_addr"))
+	bus := i2c.NewBus()
+	bus.Attach(addr&0x7F, d.chip)
+	drv := atcahost.New(bus, addr&0x7F)
+	line := atcahost.InitLine(drv, cfg.Int("sys.atca.i2c_bus"), int(addr), cfg.Int("sys.atca.ecdh_slots_mask"))
+	d.log.Info(line, console.Src("mgos_atca.c", 96))
+	if strings.HasPrefix(line, "ATCA:") {
+		return
+	}
+	fw.atca = drv
+	atcahost.RegisterService(fw.disp, drv)
+}
+
+// atcaSigner resolves TLS keys named ATCA:N, or nil without a chip.
+func (fw *firmware) atcaSigner(d *Device) devtls.SignerFunc {
+	if fw.atca == nil {
+		return nil
+	}
+	return func(slot int) (crypto.Signer, error) { return atcahost.NewSigner(fw.atca, slot, d.log) }
 }

@@ -18,7 +18,7 @@ const (
 	StateFile = "device.json" // identity: arch, seed, boot options
 	FlashFile = "flash.bin"   // sparse SPI flash image (bytes stored inverted)
 	EfuseFile = "efuse.bin"   // ESP32 efuses, espressif QEMU 124-byte layout
-	ATCAFile  = "atca.bin"    // ATECC608A state
+	ATCAFile  = "atca.json"   // ATECC608A zones and locks
 )
 
 // Identity is what makes a device itself across restarts.

@@ -17,7 +17,7 @@ import (
 )
 
 // benchPackages are the packages whose benchmarks make the project's figures.
-var benchPackages = []string{"./emu", "./emu/flashenc", "./emu/fleet", "./emu/flash", "./fs", "./tls"}
+var benchPackages = []string{"./emu", "./emu/flashenc", "./emu/fleet", "./emu/flash", "./fs", "./tls", "./atca", "./atca/host"}
 
 // ratios pairs each figure with the baseline measured in the same run.
 var ratios = []struct{ name, baseline, what string }{
@@ -25,6 +25,8 @@ var ratios = []struct{ name, baseline, what string }{
 	{"BenchmarkCallHTTP", "BenchmarkDispatchInProcess", "RPC over HTTP POST vs in-process dispatch"},
 	{"BenchmarkCallUART", "BenchmarkDispatchInProcess", "RPC over the pty vs in-process dispatch"},
 	{"BenchmarkEncrypt", "BenchmarkAESECBBaseline", "flash encryption vs plain AES-256-ECB (time per MiB)"},
+	{"BenchmarkSign", "BenchmarkSignECDSABaseline", "ATECC608A Sign through I2C framing vs crypto/ecdsa (time per signature)"},
+	{"BenchmarkHandshakeATCAKey", "BenchmarkHandshakeSoftwareKey", "TLS handshake with an ATCA:0 key vs a key file"},
 }
 
 var benchLine = regexp.MustCompile(`^(Benchmark\w+?)(-\d+)?\s+(\d+)\s+(.*)$`)

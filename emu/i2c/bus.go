@@ -43,10 +43,23 @@ func (b *Bus) Attach(addr byte, t Target) error {
 	return nil
 }
 
-// Write performs a write transaction to addr.
+// Waker is a target that reacts to the wake pulse: SDA held low, which a
+// host produces by writing to the general-call address 0x00.
+type Waker interface{ Wake() }
+
+// Write performs a write transaction to addr. A write to address 0x00
+// wakes every Waker on the bus and is not acknowledged.
 func (b *Bus) Write(addr byte, p []byte) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if addr == 0x00 {
+		for _, t := range b.targets {
+			if w, ok := t.(Waker); ok {
+				w.Wake()
+			}
+		}
+		return ErrNACK
+	}
 	t, ok := b.targets[addr]
 	if !ok {
 		return fmt.Errorf("%w: no device at %#x", ErrNACK, addr)

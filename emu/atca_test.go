@@ -1,0 +1,103 @@
+package emu
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"encoding/pem"
+	"math/big"
+	"strings"
+	"testing"
+	"time"
+)
+
+// provisioningConfig is a config zone for the walkthrough: slot 0 an ECC
+// private key (external signing, GenKey, encrypted PrivWrite with write key
+// slot 4), slot 4 a 32-byte write key.
+func provisioningConfig(blank []byte) []byte {
+	cfg := append([]byte(nil), blank...)
+	binary.LittleEndian.PutUint16(cfg[20+0:], 0x6481) // slot 0: ExtSign, IsSecret, WriteKey 4, GenKey + PrivWrite-encrypt
+	binary.LittleEndian.PutUint16(cfg[96+0:], 0x0033) // P-256 private, PubInfo, lockable
+	binary.LittleEndian.PutUint16(cfg[20+8:], 0x8F8F) // slot 4: secret, never written after lock
+	binary.LittleEndian.PutUint16(cfg[96+8:], 0x001C) // other data
+	return cfg
+}
+
+// TestATCAProvisioningWalkthrough follows the seed: set-config, lock
+// config, set the write key (slot 4), lock data, set the ECC key (slot 0)
+// with an encrypted PrivWrite, then get-pub-key and sign.
+func TestATCAProvisioningWalkthrough(t *testing.T) {
+	dir := t.TempDir()
+	d := startDevice(t, dir, false)
+	c := dial(t, "ws://"+d.HTTPAddr()+"/rpc")
+	call(t, c, "Config.Set", map[string]any{"config": map[string]any{"sys": map[string]any{"atca": map[string]any{"enable": true}}}, "save": true})
+	if err := d.Reboot(); err != nil {
+		t.Fatal(err)
+	}
+	c = dial(t, "ws://"+d.HTTPAddr()+"/rpc")
+	var gc struct{ Config []byte }
+	json.Unmarshal(call(t, c, "ATCA.GetConfig", nil), &gc)
+	if len(gc.Config) != 128 || gc.Config[87] != 0x55 || binary.BigEndian.Uint16(gc.Config[6:]) != 0x6002 {
+		t.Fatalf("blank config %x", gc.Config)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	// A blank chip fails crypto with an execution error (0xf4).
+	if _, err := c.Call(ctx, "ATCA.GenKey", map[string]any{"slot": 0}); err == nil || !strings.Contains(err.Error(), "0xf4") {
+		t.Fatalf("GenKey on a blank chip: %v", err)
+	}
+	call(t, c, "ATCA.SetConfig", map[string]any{"config": provisioningConfig(gc.Config)})
+	call(t, c, "ATCA.LockZone", map[string]any{"zone": 0})
+	writeKey := make([]byte, 32)
+	rand.Read(writeKey)
+	call(t, c, "ATCA.SetKey", map[string]any{"slot": 4, "key": writeKey})
+	call(t, c, "ATCA.LockZone", map[string]any{"zone": 1})
+
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	scalar := key.D.FillBytes(make([]byte, 32))
+	wrong := append([]byte(nil), writeKey...)
+	wrong[0] ^= 1
+	if _, err := c.Call(ctx, "ATCA.SetKey", map[string]any{"slot": 0, "ecc": true, "key": scalar, "wkey": wrong, "wkslot": 4}); err == nil || !strings.Contains(err.Error(), "0xd1") {
+		t.Fatalf("SetKey with the wrong write key: %v", err)
+	}
+	call(t, c, "ATCA.SetKey", map[string]any{"slot": 0, "ecc": true, "key": scalar, "wkey": writeKey, "wkslot": 4})
+	var pk struct{ Pubkey []byte }
+	json.Unmarshal(call(t, c, "ATCA.GetPubKey", map[string]any{"slot": 0}), &pk)
+	want := append(key.X.FillBytes(make([]byte, 32)), key.Y.FillBytes(make([]byte, 32))...)
+	if string(pk.Pubkey) != string(want) {
+		t.Fatalf("GetPubKey %x, want %x", pk.Pubkey, want)
+	}
+	digest := sha256.Sum256([]byte("sign me"))
+	var sg struct{ Signature []byte }
+	json.Unmarshal(call(t, c, "ATCA.Sign", map[string]any{"slot": 0, "digest": digest[:]}), &sg)
+	r, s := new(big.Int).SetBytes(sg.Signature[:32]), new(big.Int).SetBytes(sg.Signature[32:])
+	if !ecdsa.Verify(&key.PublicKey, digest[:], r, s) {
+		t.Fatal("chip signature does not verify")
+	}
+
+	// HTTPS with http.ssl_key=ATCA:0: the handshake is signed by the chip.
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "device"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	call(t, c, "FS.Put", map[string]any{"filename": "cert.pem", "data": base64.StdEncoding.EncodeToString(certPEM)})
+	call(t, c, "Config.Set", map[string]any{"config": map[string]any{"http": map[string]any{"ssl_cert": "cert.pem", "ssl_key": "ATCA:0"}}, "save": true})
+	d.Close()
+	d2 := startDevice(t, dir, false) // the chip's state survives the restart
+	conn, err := tls.Dial("tcp", d2.HTTPAddr(), &tls.Config{InsecureSkipVerify: true, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256}, MaxVersion: tls.VersionTLS12})
+	if err != nil {
+		t.Fatalf("TLS with an ATCA:0 key: %v", err)
+	}
+	defer conn.Close()
+	if !conn.ConnectionState().PeerCertificates[0].PublicKey.(*ecdsa.PublicKey).Equal(&key.PublicKey) {
+		t.Fatal("server certificate key differs from the chip's")
+	}
+}
