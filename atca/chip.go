@@ -3,12 +3,14 @@
 // framed commands and responses, the configuration, OTP and data zones
 // with their lock rules, and the commands Mongoose OS uses to provision
 // and use it (Info, Read, Write incl. encrypted writes, Lock, Random,
-// Nonce, GenDig, GenKey, Sign, PrivWrite incl. encrypted, UpdateExtra).
-// Other opcodes answer with a parse error.
+// Nonce, GenDig, GenKey incl. into TempKey, Sign, Verify, ECDH, PrivWrite
+// incl. encrypted, UpdateExtra, Counter, SHA, AES, SelfTest). MAC,
+// CheckMac, DeriveKey, KDF and SecureBoot answer with a parse error.
 package atca
 
 import (
 	"bytes"
+	"crypto/aes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -16,6 +18,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"hash"
 	"math/big"
 	"os"
 	"sync"
@@ -47,6 +50,12 @@ const (
 	OpGenKey      = 0x40
 	OpSign        = 0x41
 	OpPrivWrite   = 0x46
+	OpCounter     = 0x24
+	OpECDH        = 0x43
+	OpVerify      = 0x45
+	OpSHA         = 0x47
+	OpAES         = 0x51
+	OpSelfTest    = 0x77
 )
 
 // Zones.
@@ -92,6 +101,12 @@ type Chip struct {
 	}
 	msgDig [32]byte
 	msgOK  bool
+	// tempPriv is a private key generated into TempKey (GenKey 0xFFFF) for
+	// ECDH; sha is the running SHA command context.
+	tempPriv *ecdsa.PrivateKey
+	sha      hash.Hash
+	// Counters are the two monotonic counters (Counter command).
+	Counters [2]uint32
 
 	// OnChange, when set, is called (with the chip locked) after a command
 	// changed the non-volatile state, so that it can be persisted.
@@ -262,8 +277,177 @@ func (c *Chip) command(pkt []byte) []byte {
 		return c.privWrite(p1, p2, data)
 	case OpUpdateExtra:
 		return c.updateExtra(p1, p2)
+	case OpVerify:
+		return c.verify(p1, p2, data)
+	case OpECDH:
+		return c.ecdh(p1, p2, data)
+	case OpCounter:
+		return c.counter(p1, p2)
+	case OpSHA:
+		return c.shaCmd(p1, p2, data)
+	case OpAES:
+		return c.aes(p1, p2, data)
+	case OpSelfTest:
+		return status(StatusOK) // every self test passes
+	}
+	return status(StatusParse) // MAC, CheckMac, DeriveKey, KDF, SecureBoot: not modelled
+}
+
+// pubFromSlot reads a stored public key (4 pad ‖ X ‖ 4 pad ‖ Y).
+func (c *Chip) pubFromSlot(slot int) (*ecdsa.PublicKey, bool) {
+	if slotSize(slot) < 72 {
+		return nil, false
+	}
+	s := c.Slots[slot]
+	x, y := new(big.Int).SetBytes(s[4:36]), new(big.Int).SetBytes(s[40:72])
+	if !elliptic.P256().IsOnCurve(x, y) {
+		return nil, false
+	}
+	return &ecdsa.PublicKey{Curve: elliptic.P256(), X: x, Y: y}, true
+}
+
+func (c *Chip) verify(mode byte, p2 uint16, data []byte) []byte {
+	var msg []byte
+	if mode&0x20 != 0 {
+		if !c.msgOK {
+			return status(StatusExec)
+		}
+		msg = c.msgDig[:]
+	} else {
+		if !c.tk.valid {
+			return status(StatusExec)
+		}
+		msg = c.tempKey[:]
+	}
+	var pub *ecdsa.PublicKey
+	switch mode & 7 {
+	case 2: // external public key
+		if p2 != 4 || len(data) != 128 {
+			return status(StatusParse)
+		}
+		x, y := new(big.Int).SetBytes(data[64:96]), new(big.Int).SetBytes(data[96:128])
+		if !elliptic.P256().IsOnCurve(x, y) {
+			return status(StatusMiscompare)
+		}
+		pub = &ecdsa.PublicKey{Curve: elliptic.P256(), X: x, Y: y}
+	case 0: // stored public key
+		if p2 > 15 || len(data) != 64 || !c.dataLocked() {
+			return status(StatusParse)
+		}
+		var ok bool
+		if pub, ok = c.pubFromSlot(int(p2)); !ok {
+			return status(StatusExec)
+		}
+	default:
+		return status(StatusParse)
+	}
+	r, sv := new(big.Int).SetBytes(data[:32]), new(big.Int).SetBytes(data[32:64])
+	if !ecdsa.Verify(pub, msg, r, sv) {
+		return status(StatusMiscompare)
+	}
+	return status(StatusOK)
+}
+
+func (c *Chip) ecdh(mode byte, p2 uint16, data []byte) []byte {
+	if len(data) != 64 {
+		return status(StatusParse)
+	}
+	var k *ecdsa.PrivateKey
+	if mode&1 != 0 { // TempKey source; param2 is ignored (Mongoose sends 0x0010)
+		if c.tempPriv == nil {
+			return status(StatusExec)
+		}
+		k, c.tempPriv = c.tempPriv, nil
+	} else {
+		slot := int(p2)
+		if p2 > 15 || !c.dataLocked() || !c.eccPrivate(slot) || c.slotConfig(slot)&4 == 0 {
+			return status(StatusExec)
+		}
+		var ok bool
+		if k, ok = c.privateKey(slot); !ok {
+			return status(StatusExec)
+		}
+	}
+	x, y := new(big.Int).SetBytes(data[:32]), new(big.Int).SetBytes(data[32:])
+	if !elliptic.P256().IsOnCurve(x, y) {
+		return status(StatusExec)
+	}
+	sx, _ := elliptic.P256().ScalarMult(x, y, k.D.FillBytes(make([]byte, 32)))
+	pms := sx.FillBytes(make([]byte, 32))
+	switch mode &^ 1 {
+	case 0x0C: // output in the clear
+		return pms
+	case 0x08: // into TempKey
+		copy(c.tempKey[:], pms)
+		c.tk.valid, c.tk.fixed, c.tk.genDig = true, true, false
+		return status(StatusOK)
 	}
 	return status(StatusParse)
+}
+
+func (c *Chip) counter(mode byte, p2 uint16) []byte {
+	if p2 > 1 || mode > 1 {
+		return status(StatusParse)
+	}
+	if mode == 1 {
+		if c.Counters[p2] >= 2097151 {
+			return status(StatusExec)
+		}
+		c.Counters[p2]++
+	}
+	return binary.LittleEndian.AppendUint32(nil, c.Counters[p2])
+}
+
+func (c *Chip) shaCmd(mode byte, p2 uint16, data []byte) []byte {
+	switch mode & 7 {
+	case 0:
+		c.sha = sha256.New()
+		return status(StatusOK)
+	case 1:
+		if c.sha == nil || len(data) != 64 {
+			return status(StatusExec)
+		}
+		c.sha.Write(data)
+		return status(StatusOK)
+	case 2:
+		if c.sha == nil || len(data) > 63 || int(p2) != len(data) {
+			return status(StatusExec)
+		}
+		c.sha.Write(data)
+		d := c.sha.Sum(nil)
+		c.sha = nil
+		switch mode >> 6 {
+		case 0:
+			copy(c.tempKey[:], d)
+			c.tk.valid, c.tk.fixed, c.tk.genDig = true, true, false
+		case 1:
+			copy(c.msgDig[:], d)
+			c.msgOK = true
+		}
+		return d
+	}
+	return status(StatusParse) // HMAC and context modes are not modelled
+}
+
+func (c *Chip) aes(mode byte, p2 uint16, data []byte) []byte {
+	if len(data) != 16 || mode&7 > 1 || p2 > 15 {
+		return status(StatusParse)
+	}
+	slot, blk := int(p2), int(mode>>6)
+	if c.Config[13]&1 == 0 || !c.dataLocked() || (c.keyConfig(slot)>>2)&7 != 6 || (blk+1)*16 > len(c.Slots[slot]) {
+		return status(StatusExec)
+	}
+	b, err := aes.NewCipher(c.Slots[slot][blk*16 : blk*16+16])
+	if err != nil {
+		return status(StatusExec)
+	}
+	out := make([]byte, 16)
+	if mode&7 == 0 {
+		b.Encrypt(out, data)
+	} else {
+		b.Decrypt(out, data)
+	}
+	return out
 }
 
 func (c *Chip) info(mode byte, p2 uint16) []byte {
@@ -558,8 +742,19 @@ func pubBytes(k *ecdsa.PrivateKey) []byte {
 }
 
 func (c *Chip) genKey(mode byte, p2 uint16) []byte {
+	if p2 == 0xFFFF && mode&^0x08 == 0x04 { // private key into TempKey, for ECDH
+		if !c.configLocked() {
+			return status(StatusExec)
+		}
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return status(StatusExec)
+		}
+		c.tempPriv = k
+		return pubBytes(k)
+	}
 	if p2 > 15 {
-		return status(StatusExec) // TempKey keys (ECDH) are not modelled
+		return status(StatusParse)
 	}
 	slot := int(p2)
 	if !c.configLocked() || !c.eccPrivate(slot) {
@@ -676,6 +871,7 @@ func (c *Chip) updateExtra(mode byte, p2 uint16) []byte {
 // snapshot is the non-volatile state as bytes (for change detection).
 func (c *Chip) snapshot() []byte {
 	b := append(append([]byte{}, c.Config[:]...), c.OTP[:]...)
+	b = binary.LittleEndian.AppendUint32(binary.LittleEndian.AppendUint32(b, c.Counters[0]), c.Counters[1])
 	for _, s := range c.Slots {
 		b = append(b, s...)
 	}
@@ -684,9 +880,10 @@ func (c *Chip) snapshot() []byte {
 
 // persisted is the chip's non-volatile state.
 type persisted struct {
-	Config []byte   `json:"config"`
-	OTP    []byte   `json:"otp"`
-	Slots  [][]byte `json:"slots"`
+	Config   []byte    `json:"config"`
+	OTP      []byte    `json:"otp"`
+	Slots    [][]byte  `json:"slots"`
+	Counters [2]uint32 `json:"counters"`
 }
 
 // Save writes the non-volatile state atomically.
@@ -698,7 +895,7 @@ func (c *Chip) Save(path string) error {
 
 // SaveLocked is Save for OnChange hooks, which run with the chip locked.
 func (c *Chip) SaveLocked(path string) error {
-	b, err := json.Marshal(persisted{Config: c.Config[:], OTP: c.OTP[:], Slots: c.Slots[:]})
+	b, err := json.Marshal(persisted{Config: c.Config[:], OTP: c.OTP[:], Slots: c.Slots[:], Counters: c.Counters})
 	if err != nil {
 		return err
 	}
@@ -724,6 +921,7 @@ func Load(path string, seed uint64) (*Chip, error) {
 	}
 	copy(c.Config[:], p.Config)
 	copy(c.OTP[:], p.OTP)
+	c.Counters = p.Counters
 	for i := range c.Slots {
 		if len(p.Slots[i]) != slotSize(i) {
 			return nil, errors.New("atca: bad slot size in state file")

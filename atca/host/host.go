@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -266,4 +267,77 @@ func (d *Driver) Locked() (config, data bool, err error) {
 	return w[3] != 0x55, w[2] != 0x55, nil
 }
 
-var _ = binary.LittleEndian
+// Verify checks an ECDSA P-256 signature (R‖S) of a 32-byte digest with an
+// external public key (X‖Y), as mbedTLS does through the chip.
+func (d *Driver) Verify(digest, sig, pub []byte) (bool, error) {
+	if _, err := d.Exec(atca.OpNonce, 0x43, 0, digest); err != nil {
+		return false, err
+	}
+	_, err := d.Exec(atca.OpVerify, 0x22, 0x0004, append(append([]byte{}, sig...), pub...))
+	var e *Error
+	if errors.As(err, &e) && e.Code == 0xD1 {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// ECDH computes the shared secret (X coordinate) of the private key in
+// slot and a peer public key, output in the clear (mode 0x0C).
+func (d *Driver) ECDH(slot int, peer []byte) ([]byte, error) {
+	return d.Exec(atca.OpECDH, 0x0C, uint16(slot), peer)
+}
+
+// ECDHEphemeral creates a key in TempKey, returns its public key and a
+// function computing the shared secret with a peer (mbedTLS ECDHE: GenKey
+// 0xFFFF, then ECDH 0x0D with key id 16).
+func (d *Driver) ECDHEphemeral() ([]byte, func(peer []byte) ([]byte, error), error) {
+	pub, err := d.Exec(atca.OpGenKey, 0x04, 0xFFFF, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pub, func(peer []byte) ([]byte, error) { return d.Exec(atca.OpECDH, 0x0D, 0x0010, peer) }, nil
+}
+
+// Counter reads (or increments, then reads) counter id.
+func (d *Driver) Counter(id int, increment bool) (uint32, error) {
+	mode := byte(0)
+	if increment {
+		mode = 1
+	}
+	b, err := d.Exec(atca.OpCounter, mode, uint16(id), nil)
+	if err != nil {
+		return 0, err
+	}
+	return binary.LittleEndian.Uint32(b), nil
+}
+
+// SHA256 hashes data on the chip.
+func (d *Driver) SHA256(data []byte) ([]byte, error) {
+	if _, err := d.Exec(atca.OpSHA, 0, 0, nil); err != nil {
+		return nil, err
+	}
+	for len(data) >= 64 {
+		if _, err := d.Exec(atca.OpSHA, 1, 64, data[:64]); err != nil {
+			return nil, err
+		}
+		data = data[64:]
+	}
+	return d.Exec(atca.OpSHA, 0xC2, uint16(len(data)), data)
+}
+
+// AES encrypts (mode 0) or decrypts (mode 1) 16-byte blocks with the AES
+// key at block of slot.
+func (d *Driver) AES(slot, block, mode int, data []byte) ([]byte, error) {
+	if len(data)%16 != 0 {
+		return nil, fmt.Errorf("data is %d bytes, not a multiple of 16", len(data))
+	}
+	var out []byte
+	for i := 0; i < len(data); i += 16 {
+		b, err := d.Exec(atca.OpAES, byte(block<<6|mode), uint16(slot), data[i:i+16])
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b...)
+	}
+	return out, nil
+}

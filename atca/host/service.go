@@ -128,6 +128,21 @@ func RegisterService(r rpc.Registrar, d *Driver) {
 		}
 		return json.RawMessage(fmt.Sprintf(`{"pubkey": %q}`, b64(pub))), nil
 	})
+	r.Register("ATCA.AES", "{slot: %d, block: %d, mode: %d, data: %V}", func(_ context.Context, req *rpc.Request) (json.RawMessage, error) {
+		var a struct {
+			Slot, Block, Mode int
+			Data              []byte
+		}
+		json.Unmarshal(req.Params, &a)
+		if len(a.Data) == 0 || len(a.Data)%16 != 0 || a.Mode < 0 || a.Mode > 1 || a.Block < 0 || a.Block > 3 {
+			return nil, rpc.Errorf(400, "Invalid args")
+		}
+		out, err := d.AES(a.Slot, a.Block, a.Mode, a.Data)
+		if err != nil {
+			return nil, rpc.Errorf(500, "AES failed: 0x%02x", code(err))
+		}
+		return json.RawMessage(fmt.Sprintf(`{"data": %q}`, b64(out))), nil
+	})
 	r.Register("ATCA.Sign", "{slot: %d, digest: %V}", func(_ context.Context, req *rpc.Request) (json.RawMessage, error) {
 		var a struct {
 			Slot   int
