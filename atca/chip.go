@@ -4,8 +4,9 @@
 // with their lock rules, and the commands Mongoose OS uses to provision
 // and use it (Info, Read, Write incl. encrypted writes, Lock, Random,
 // Nonce, GenDig, GenKey incl. into TempKey, Sign, Verify, ECDH, PrivWrite
-// incl. encrypted, UpdateExtra, Counter, SHA, AES, SelfTest). MAC,
-// CheckMac, DeriveKey, KDF and SecureBoot answer with a parse error.
+// incl. encrypted, UpdateExtra, Counter, SHA, AES, SelfTest, MAC,
+// CheckMac) and the watchdog. DeriveKey, KDF (whose algorithms are not
+// public) and SecureBoot answer with a parse error.
 package atca
 
 import (
@@ -22,6 +23,7 @@ import (
 	"math/big"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/mosemu/mosemu/emu/i2c"
 	"github.com/mosemu/mosemu/internal/atomicfile"
@@ -56,6 +58,8 @@ const (
 	OpSHA         = 0x47
 	OpAES         = 0x51
 	OpSelfTest    = 0x77
+	OpMAC         = 0x08
+	OpCheckMac    = 0x28
 )
 
 // Zones.
@@ -107,6 +111,10 @@ type Chip struct {
 	sha      hash.Hash
 	// Counters are the two monotonic counters (Counter command).
 	Counters [2]uint32
+
+	// Now is the chip's clock (nil: time.Now), for the watchdog.
+	Now    func() time.Time
+	wokeAt time.Time
 
 	// OnChange, when set, is called (with the chip locked) after a command
 	// changed the non-volatile state, so that it can be persisted.
@@ -187,7 +195,28 @@ func (c *Chip) Wake() {
 			c.tk.valid, c.msgOK = false, false
 		}
 		c.st = awake
+		c.wokeAt = c.now()
 		c.out, c.rd = group([]byte{StatusWake}), 0
+	}
+}
+
+func (c *Chip) now() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Now()
+}
+
+// watchdog puts an awake chip to sleep once it has been awake longer than
+// tWATCHDOG (1.3 s, or about 13 s with ChipMode's long watchdog bit).
+func (c *Chip) watchdog() {
+	limit := 1300 * time.Millisecond
+	if c.Config[19]&4 != 0 {
+		limit = 13 * time.Second
+	}
+	if c.st == awake && c.now().Sub(c.wokeAt) > limit {
+		c.st = asleep
+		c.tk.valid, c.msgOK, c.tempPriv = false, false, nil
 	}
 }
 
@@ -195,6 +224,7 @@ func (c *Chip) Wake() {
 func (c *Chip) I2CWrite(p []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.watchdog()
 	if c.st != awake {
 		return i2c.ErrNACK
 	}
@@ -225,6 +255,7 @@ func (c *Chip) I2CWrite(p []byte) error {
 func (c *Chip) I2CRead(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.watchdog()
 	if c.st != awake || c.out == nil {
 		return 0, i2c.ErrNACK
 	}
@@ -289,8 +320,91 @@ func (c *Chip) command(pkt []byte) []byte {
 		return c.aes(p1, p2, data)
 	case OpSelfTest:
 		return status(StatusOK) // every self test passes
+	case OpMAC:
+		return c.mac(p1, p2, data)
+	case OpCheckMac:
+		return c.checkMac(p1, p2, data)
 	}
-	return status(StatusParse) // MAC, CheckMac, DeriveKey, KDF, SecureBoot: not modelled
+	return status(StatusParse) // DeriveKey, KDF, SecureBoot: not modelled
+}
+
+// macKey returns the key a MAC/CheckMac uses: TempKey (mode bit1) or the
+// slot's first 32 bytes; ok is false when TempKey is needed but unusable.
+func (c *Chip) macKey(mode byte, slot int) ([]byte, bool) {
+	if mode&2 != 0 {
+		if !c.tk.valid || (mode&4 != 0) != c.tk.fixed {
+			return nil, false
+		}
+		return c.tempKey[:], true
+	}
+	return c.Slots[slot][:32], true
+}
+
+func (c *Chip) mac(mode byte, p2 uint16, data []byte) []byte {
+	if p2 > 15 || (mode&1 == 0 && len(data) != 32) || (mode&1 != 0 && len(data) != 0) {
+		return status(StatusParse)
+	}
+	if !c.dataLocked() {
+		return status(StatusExec)
+	}
+	key, ok := c.macKey(mode, int(p2))
+	chal := data
+	if mode&1 != 0 {
+		if !c.tk.valid || (mode&4 != 0) != c.tk.fixed {
+			ok = false
+		}
+		chal = c.tempKey[:]
+	}
+	if !ok {
+		return status(StatusExec)
+	}
+	otp := make([]byte, 11)
+	switch {
+	case mode&0x10 != 0:
+		copy(otp, c.OTP[:11])
+	case mode&0x20 != 0:
+		copy(otp, c.OTP[:8])
+	}
+	sn := c.sn()
+	sn47, sn23 := make([]byte, 4), make([]byte, 2)
+	if mode&0x40 != 0 {
+		copy(sn47, sn[4:8])
+		copy(sn23, sn[2:4])
+	}
+	msg := append(append(append([]byte{}, key...), chal...), OpMAC, mode, byte(p2), byte(p2>>8))
+	msg = append(append(append(msg, otp...), sn[8]), sn47...)
+	msg = append(append(msg, sn[0], sn[1]), sn23...)
+	d := sha256.Sum256(msg)
+	c.tk.valid = false
+	return d[:]
+}
+
+func (c *Chip) checkMac(mode byte, p2 uint16, data []byte) []byte {
+	if p2 > 15 || len(data) != 77 || mode&1 != 0 { // the Copy modes are not modelled
+		return status(StatusParse)
+	}
+	if !c.dataLocked() {
+		return status(StatusExec)
+	}
+	key, ok := c.macKey(mode, int(p2))
+	if !ok {
+		return status(StatusExec)
+	}
+	chal, resp, other := data[:32], data[32:64], data[64:77]
+	otp := make([]byte, 8)
+	if mode&0x20 != 0 {
+		copy(otp, c.OTP[:8])
+	}
+	sn := c.sn()
+	msg := append(append(append([]byte{}, key...), chal...), other[0:4]...)
+	msg = append(append(append(msg, otp...), other[4:7]...), sn[8])
+	msg = append(append(append(msg, other[7:11]...), sn[0], sn[1]), other[11:13]...)
+	d := sha256.Sum256(msg)
+	c.tk.valid = false
+	if !bytes.Equal(d[:], resp) {
+		return status(StatusMiscompare)
+	}
+	return status(StatusOK)
 }
 
 // pubFromSlot reads a stored public key (4 pad ‖ X ‖ 4 pad ‖ Y).

@@ -5,8 +5,10 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"testing"
+	"time"
 
 	"github.com/mosemu/mosemu/emu/i2c"
 )
@@ -102,10 +104,10 @@ func BenchmarkSign(b *testing.B) {
 	c.Config[20] = 0x81 // slot 0 external signing
 	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	k.D.FillBytes(c.Slots[0][4:36])
-	c.Wake()
 	digest := make([]byte, 32)
 	out := make([]byte, 67)
 	for b.Loop() {
+		c.Wake() // as drivers do before every command: the watchdog sleeps an idle-less chip
 		c.I2CWrite(cmd(OpRandom, 0, 0, nil))
 		c.I2CWrite(cmd(OpNonce, 0x43, 0, digest))
 		c.I2CWrite(cmd(OpSign, 0xA0, 0, nil))
@@ -114,6 +116,7 @@ func BenchmarkSign(b *testing.B) {
 		if out[0] != 67 {
 			b.Fatalf("sign failed: %x", out[:4])
 		}
+		c.I2CWrite([]byte{0x02}) // idle
 	}
 }
 
@@ -122,5 +125,64 @@ func BenchmarkSignECDSABaseline(b *testing.B) {
 	digest := make([]byte, 32)
 	for b.Loop() {
 		ecdsa.SignASN1(rand.Reader, k, digest)
+	}
+}
+
+func exec(t *testing.T, c *Chip, op, p1 byte, p2 uint16, data []byte) []byte {
+	t.Helper()
+	if err := c.I2CWrite(cmd(op, p1, p2, data)); err != nil {
+		t.Fatalf("op %#x: %v", op, err)
+	}
+	c.I2CWrite([]byte{0})
+	n := make([]byte, 1)
+	c.I2CRead(n)
+	rest := make([]byte, n[0]-1)
+	c.I2CRead(rest)
+	return rest[:len(rest)-2]
+}
+
+// TestMACAndCheckMac computes a MAC on the chip (key in slot 3), checks it
+// against the formula, then has CheckMac accept it and refuse a tampered one.
+func TestMACAndCheckMac(t *testing.T) {
+	c := NewBlank(4)
+	c.Config[86], c.Config[87] = 0, 0
+	key := bytes.Repeat([]byte{0x42}, 32)
+	copy(c.Slots[3], key)
+	c.Wake()
+	chal := bytes.Repeat([]byte{7}, 32)
+	mac := exec(t, c, OpMAC, 0x00, 3, chal)
+	sn := c.sn()
+	msg := append(append(append([]byte{}, key...), chal...), OpMAC, 0, 3, 0)
+	msg = append(append(append(msg, make([]byte, 11)...), sn[8]), make([]byte, 4)...)
+	msg = append(append(msg, sn[0], sn[1]), 0, 0)
+	want := sha256.Sum256(msg)
+	if !bytes.Equal(mac, want[:]) {
+		t.Fatalf("MAC %x, want %x", mac, want)
+	}
+	other := []byte{OpMAC, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	if st := exec(t, c, OpCheckMac, 0x00, 3, append(append(append([]byte{}, chal...), mac...), other...)); st[0] != StatusOK {
+		t.Fatalf("CheckMac of a good MAC: %x", st)
+	}
+	mac[0] ^= 1
+	if st := exec(t, c, OpCheckMac, 0x00, 3, append(append(append([]byte{}, chal...), mac...), other...)); st[0] != StatusMiscompare {
+		t.Fatalf("CheckMac of a bad MAC: %x", st)
+	}
+}
+
+func TestWatchdog(t *testing.T) {
+	now := time.Unix(1000, 0)
+	c := NewBlank(5)
+	c.Now = func() time.Time { return now }
+	c.Wake()
+	if err := c.I2CWrite(cmd(OpInfo, 0, 0, nil)); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(1500 * time.Millisecond)
+	if _, err := c.I2CRead(make([]byte, 4)); err == nil {
+		t.Fatal("chip still awake after the watchdog period")
+	}
+	c.Wake()
+	if _, err := c.I2CRead(make([]byte, 4)); err != nil {
+		t.Fatal("chip does not wake after the watchdog")
 	}
 }
