@@ -810,22 +810,35 @@ func (c *Chip) nonce(mode byte, p2 uint16, data []byte) []byte {
 }
 
 func (c *Chip) genDig(zone byte, p2 uint16, data []byte) []byte {
-	if zone != ZoneData || p2 > 15 || (len(data) != 0 && len(data) != 4) {
+	var input []byte
+	switch {
+	case zone == ZoneConfig && p2 < 4:
+		input = c.Config[p2*32 : p2*32+32]
+	case zone == ZoneOTP && p2 < 2:
+		input = c.OTP[p2*32 : p2*32+32]
+	case zone == ZoneData && p2 < 16:
+		input = c.Slots[p2][:32]
+	default:
+		return status(StatusParse) // shared-nonce, counter and KeyConfig digests are not modelled
+	}
+	if len(data) != 0 && len(data) != 4 {
 		return status(StatusParse)
 	}
 	if !c.tk.valid {
 		return status(StatusExec)
 	}
-	slot := int(p2)
 	hdr := []byte{OpGenDig, zone, byte(p2), byte(p2 >> 8)}
-	if len(data) == 4 && c.slotConfig(slot)&0x10 != 0 { // NoMac slot: OtherData
+	if zone == ZoneData && len(data) == 4 && c.slotConfig(int(p2))&0x10 != 0 { // NoMac slot: OtherData
 		hdr = data
 	}
 	sn := c.sn()
-	msg := append(append([]byte{}, c.Slots[slot][:32]...), hdr...)
-	msg = append(append(append(msg, sn[8], sn[0], sn[1]), make([]byte, 25)...), c.tempKey[:]...)
+	msg := append(append(append([]byte{}, input...), hdr...), sn[8], sn[0], sn[1])
+	msg = append(append(msg, make([]byte, 25)...), c.tempKey[:]...)
 	c.tempKey = sha256.Sum256(msg)
-	c.tk.genDig, c.tk.keyID = true, slot
+	c.tk.genDig, c.tk.keyID = zone == ZoneData, 0
+	if zone == ZoneData {
+		c.tk.keyID = int(p2)
+	}
 	return status(StatusOK)
 }
 
