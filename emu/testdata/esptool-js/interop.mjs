@@ -16,10 +16,15 @@ class PtySerialPort {
     this.rs = new tty.ReadStream(this.fd);
     this.readable = Readable.toWeb(this.rs);
     const fd = this.fd;
-    // A tty write may take only part of the buffer: loop until all is out.
+    // A tty write may take only part of the buffer, and tty.ReadStream put
+    // the descriptor in non-blocking mode, so a full pty answers EAGAIN:
+    // loop until everything is out.
     const writeAll = async (buf) => {
       while (buf.length > 0) {
-        const n = await new Promise((ok, fail) => fs.write(fd, buf, (e, n) => (e ? fail(e) : ok(n))));
+        const n = await new Promise((ok, fail) => fs.write(fd, buf, (e, n) => {
+          if (e && e.code === "EAGAIN") return setTimeout(() => ok(0), 2);
+          return e ? fail(e) : ok(n);
+        }));
         buf = buf.subarray(n);
       }
     };
