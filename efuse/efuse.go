@@ -250,16 +250,24 @@ func (e *Efuses) ReadReg(addr uint32) (uint32, bool) {
 
 // WriteReg writes a controller register; ok is false outside the block.
 func (e *Efuses) WriteReg(addr, v uint32) bool {
+	_, ok := e.WriteRegBurn(addr, v)
+	return ok
+}
+
+// WriteRegBurn is WriteReg that also reports whether the write was a
+// program command that changed the fuse array: the only register write
+// whose effect must be made durable.
+func (e *Efuses) WriteRegBurn(addr, v uint32) (burnt, ok bool) {
 	off, ok := offset(addr)
 	if !ok {
-		return false
+		return false, false
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for b := 0; b < 4; b++ {
 		if off >= wdataOff[b] && off < wdataOff[b]+4*uint32(blockWords[b]) {
 			e.wdata[b][(off-wdataOff[b])/4] = v
-			return true
+			return false, true
 		}
 	}
 	switch off {
@@ -272,13 +280,15 @@ func (e *Efuses) WriteReg(addr, v uint32) bool {
 	case regCmd:
 		switch {
 		case v&2 != 0 && e.conf&0xFFFF == opPgm:
+			before := e.stored
 			e.burn(e.wdata)
 			e.wdata = [4][8]uint32{}
+			burnt = e.stored != before
 		case v&1 != 0 && e.conf&0xFFFF == opRead:
 			e.reload()
 		}
 	}
-	return true
+	return burnt, true
 }
 
 func offset(addr uint32) (uint32, bool) {

@@ -2,7 +2,6 @@ package emu
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -54,7 +53,9 @@ func (d *Device) cpuView(encrypted bool) flash.Device {
 	return d.flash
 }
 
-// boot runs the firmware from what is in flash.
+// boot runs the chip from reset (cause d.cause) through what is in flash:
+// ROM, 2nd-stage bootloader, Mongoose OS. A stage that fails returns a
+// *BootError.
 func (d *Device) boot() (_ *firmware, err error) {
 	fw := &firmware{started: time.Now(), ram: devtls.NewRAM(d.board.RAMSize, d.board.RAMFreeAtBoot)}
 	defer func() {
@@ -62,26 +63,26 @@ func (d *Device) boot() (_ *firmware, err error) {
 			fw.stop()
 		}
 	}()
-	if err := d.firstBootProvision(); err != nil {
-		return nil, err
-	}
-	if err := d.bootloaderEncrypt(); err != nil {
-		return nil, err
+	if d.board.Arch == "esp8266" {
+		d.printROMBanner(d.cause, false)
+		if err := d.esp8266Images(); err != nil {
+			return nil, err
+		}
+	} else {
+		if err := d.romBootESP32(); err != nil {
+			return nil, err
+		}
+		if fw.table, _, err = d.bootloaderESP32(); err != nil {
+			return nil, err
+		}
 	}
 	d.banner()
 
 	// Locate the root filesystem.
 	if d.board.HasPartitionTable {
-		raw := make([]byte, partition.TableSize)
-		if _, err := d.cpuView(true).ReadAt(raw, partition.Offset); err != nil {
-			return nil, err
-		}
-		if fw.table, err = partition.Parse(raw); err != nil {
-			return nil, fmt.Errorf("boot: failed to verify partition table: %v; not booting", err)
-		}
 		var ok bool
 		if fw.fsPart, ok = fw.table.RootFS(); !ok {
-			return nil, errors.New("boot: no filesystem partition in the partition table; not booting")
+			return nil, d.firmwareFailure("no filesystem partition in the partition table")
 		}
 	} else {
 		fw.fsPart = partition.Entry{Type: partition.TypeData, Subtype: partition.SubSPIFFS,
@@ -90,13 +91,20 @@ func (d *Device) boot() (_ *firmware, err error) {
 	dev := flash.NewWindow(d.cpuView(fw.fsPart.Encrypted()), int64(fw.fsPart.Offset), int64(fw.fsPart.Size))
 	raw := flash.NewWindow(d.flash, int64(fw.fsPart.Offset), int64(fw.fsPart.Size))
 	if fw.fs, err = mountRootFS(dev, raw, d); err != nil {
-		return nil, err
+		return nil, d.firmwareFailure(err.Error())
 	}
 	fw.onStop(func() { fw.fs.Unmount() })
 	if err := d.startFirmware(fw); err != nil {
-		return nil, err
+		return nil, d.firmwareFailure(err.Error())
 	}
 	return fw, nil
+}
+
+// firmwareFailure logs why Mongoose OS could not start; the firmware then
+// restarts the chip (esp_restart), which boots it again.
+func (d *Device) firmwareFailure(msg string) error {
+	d.log.Error(msg, console.Src("mgos_init.c", 115))
+	return &BootError{Stage: "firmware", Reason: msg, next: resetSoftwareCPU}
 }
 
 // mountRootFS mounts the root filesystem, formatting a blank partition as
@@ -106,14 +114,15 @@ func mountRootFS(dev, raw flash.Device, d *Device) (*lfs.FS, error) {
 	if err == nil {
 		return fsys, nil
 	}
-	// Erased flash is blank in the raw view; through the encryption engine
-	// it reads as noise.
-	if !isBlank(raw) {
-		return nil, fmt.Errorf("boot: failed to mount the root filesystem: %v; not booting", err)
+	// A blank partition is erased in the raw view (through the encryption
+	// engine erased flash reads as noise), or, right after the first-boot
+	// encryption pass encrypted it whole, erased in the decrypted view.
+	if !isBlank(raw) && !isBlank(dev) {
+		return nil, fmt.Errorf("failed to mount the root filesystem: %v; not booting", err)
 	}
 	d.log.Info("Formatting the root filesystem", console.Src("mgos_vfs.c", 314))
 	if err := lfs.Format(dev); err != nil {
-		return nil, fmt.Errorf("boot: formatting the root filesystem: %w", err)
+		return nil, fmt.Errorf("formatting the root filesystem: %w", err)
 	}
 	return lfs.Mount(dev)
 }
@@ -127,14 +136,11 @@ func isBlank(dev flash.Device) bool {
 	return bytes.Count(b, []byte{0xFF}) == len(b)
 }
 
-// firstBootProvision writes the factory image on a blank chip: bootloader,
-// partition table and application, as `mos flash` of the mosemu firmware
-// would leave them.
-func (d *Device) firstBootProvision() error {
-	if len(d.flash.UsedSectors()) != 0 {
-		return nil
-	}
-	d.log.Debug("Blank flash: writing the factory image", console.Src("mosemu", 0))
+// factoryProvision writes the factory image on a new device's flash:
+// bootloader, partition table and application, as `mos flash` of the mosemu
+// firmware would leave them. A flash erased later (esptool erase_flash)
+// stays erased: the chip then boot-loops until something is flashed.
+func (d *Device) factoryProvision() error {
 	built := time.Now()
 	switch d.board.Arch {
 	case "esp32":
@@ -147,9 +153,9 @@ func (d *Device) firstBootProvision() error {
 			off  int64
 			data []byte
 		}{
-			{0x1000, espImage(0x40080000, 0x3F400020, "bootloader", "v4.4.4", built)},
+			{0x1000, bootloaderImage()},
 			{partition.Offset, pt},
-			{int64(app.Offset), espImage(0x40081000, 0x3F400020, AppName, FWVersion, built)},
+			{int64(app.Offset), appImage(AppName, FWVersion, built)},
 		} {
 			if _, err := d.flash.WriteAt(w.data, w.off); err != nil {
 				return err
@@ -157,7 +163,7 @@ func (d *Device) firstBootProvision() error {
 		}
 	case "esp8266":
 		// rBoot config sector and app0 header: enough for a dump to look right.
-		if _, err := d.flash.WriteAt(espImage(0x40100000, 0x3FFE8000, AppName, FWVersion, built), 0x100000); err != nil {
+		if _, err := d.flash.WriteAt(buildImage(0x40100004, []imageSeg{{0x40100000, standIn("irom", 0x400)}}, false), 0x100000); err != nil {
 			return err
 		}
 	}

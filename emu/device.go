@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -18,6 +20,7 @@ import (
 	"github.com/mosemu/mosemu/emu/console"
 	"github.com/mosemu/mosemu/emu/flash"
 	"github.com/mosemu/mosemu/emu/flashenc"
+	"github.com/mosemu/mosemu/emu/romloader"
 	"github.com/mosemu/mosemu/emu/uart"
 )
 
@@ -76,7 +79,17 @@ type Device struct {
 	bootErr  error
 	ctx      context.Context
 
-	downloading bool // the ROM loader owns the UART
+	// The chip: what reset it last, the boot loop, the UART receive line.
+	cause      resetCause
+	bootGen    int         // counts resets, so a stale boot-loop timer does nothing
+	loopTimer  *time.Timer // next iteration of a boot loop
+	loader     *romloader.Loader
+	idle       *time.Timer  // returns an idle ROM loader to the firmware
+	uartSink   func([]byte) // the running firmware's UART0 consumer, nil if none
+	lineMu     sync.Mutex
+	lineDec    romloader.Decoder // finds SYNC frames in everything received
+
+	encryptHook func(region string) // tests: called before each first-boot encryption step
 
 	rebootMu  sync.Mutex
 	rebootDue time.Time
@@ -127,8 +140,16 @@ func New(opts Options) (*Device, error) {
 			d.log.Error("ATCA: saving state: "+err.Error(), console.Src("mosemu", 0))
 		}
 	}
-	if d.flash, err = flash.Open(filepath.Join(opts.StateDir, FlashFile), board.FlashSize); err != nil {
+	flashPath := filepath.Join(opts.StateDir, FlashFile)
+	_, statErr := os.Stat(flashPath)
+	if d.flash, err = flash.Open(flashPath, board.FlashSize); err != nil {
 		return nil, err
+	}
+	if errors.Is(statErr, fs.ErrNotExist) {
+		if err := d.factoryProvision(); err != nil {
+			d.flash.Close()
+			return nil, fmt.Errorf("emu: writing the factory image: %w", err)
+		}
 	}
 	if opts.Serial {
 		if d.port, err = uart.Open(); err != nil {
@@ -136,6 +157,7 @@ func New(opts Options) (*Device, error) {
 			return nil, fmt.Errorf("emu: opening the serial pty: %w", err)
 		}
 		d.out.AddSink(d.port)
+		d.port.SetConsumer(d.serialInput) // the line belongs to the chip
 	}
 	return d, nil
 }
@@ -178,10 +200,11 @@ func (d *Device) Flash() *flash.Chip { return d.flash }
 // Logger returns the device's console logger.
 func (d *Device) Logger() *slog.Logger { return d.log }
 
-// Start boots the device. A boot failure that a real board would survive in
-// a boot loop (corrupt partition table, unmountable filesystem) is logged on
-// the console and leaves the device halted but reachable through the ROM
-// loader on its serial port; Start then returns the reason.
+// Start powers the device on: the ROM boots what is in flash. When a stage
+// fails (an erased or corrupt image, a corrupt partition table, an
+// unmountable filesystem) the chip prints what the real one prints and
+// loops, reachable through the ROM loader on its serial port; Start then
+// returns the reason (a *BootError).
 func (d *Device) Start(ctx context.Context) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -189,18 +212,22 @@ func (d *Device) Start(ctx context.Context) error {
 		return errors.New("emu: device closed")
 	}
 	d.ctx = ctx
-	return d.bootLocked()
+	return d.resetLocked(resetPowerOn)
 }
 
-// Reboot restarts the firmware: connections drop, config and files reload.
+// Reboot restarts the chip as esp_restart() does (rst:0xc SW_CPU_RESET):
+// connections drop, config and files reload. In download mode it does
+// nothing: the ROM loader owns the chip.
 func (d *Device) Reboot() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
 		return errors.New("emu: device closed")
 	}
-	d.stopLocked()
-	return d.bootLocked()
+	if d.loader != nil {
+		return errors.New("emu: the chip is in download mode")
+	}
+	return d.resetLocked(resetSoftwareCPU)
 }
 
 // BootError returns why the last boot failed, or nil.
@@ -208,6 +235,13 @@ func (d *Device) BootError() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.bootErr
+}
+
+// Booted reports whether the application (Mongoose OS) is up.
+func (d *Device) Booted() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.fw != nil
 }
 
 // Close stops the firmware and releases the state.
@@ -219,6 +253,11 @@ func (d *Device) Close() error {
 	}
 	d.closed = true
 	d.stopLocked()
+	d.cancelBootLoopLocked()
+	if d.idle != nil {
+		d.idle.Stop()
+	}
+	d.loader = nil
 	d.mu.Unlock()
 	if d.port != nil {
 		d.port.Flush(200 * time.Millisecond)
@@ -234,13 +273,55 @@ func (d *Device) stopLocked() {
 	}
 }
 
+// resetLocked resets the chip with cause and boots it.
+func (d *Device) resetLocked(cause resetCause) error {
+	d.stopLocked()
+	d.cancelBootLoopLocked()
+	d.cause = cause
+	return d.bootLocked()
+}
+
+// bootLocked boots from reset; a failure schedules the next iteration of
+// the boot loop.
 func (d *Device) bootLocked() error {
-	fw, err := d.boot()
-	d.bootErr = err
-	if err != nil {
-		d.log.Error(err.Error(), console.Src("mgos_init.c", 115))
-		return err
+	for {
+		fw, err := d.boot()
+		if errors.Is(err, errEncryptionDone) {
+			d.cause = resetSoftware
+			continue
+		}
+		if err == nil {
+			d.fw, d.bootErr = fw, nil
+			return nil
+		}
+		f, ok := err.(*BootError)
+		if !ok {
+			f = &BootError{Stage: "firmware", Reason: err.Error(), next: resetSoftwareCPU}
+		}
+		d.bootErr = f
+		d.scheduleBootLoopLocked(f.next)
+		return f
 	}
-	d.fw = fw
-	return nil
+}
+
+func (d *Device) scheduleBootLoopLocked(next resetCause) {
+	d.bootGen++
+	gen := d.bootGen
+	d.loopTimer = time.AfterFunc(bootLoopDelay, func() {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.closed || gen != d.bootGen || d.loader != nil || d.fw != nil {
+			return
+		}
+		d.cause = next
+		d.bootLocked()
+	})
+}
+
+func (d *Device) cancelBootLoopLocked() {
+	d.bootGen++
+	if d.loopTimer != nil {
+		d.loopTimer.Stop()
+		d.loopTimer = nil
+	}
 }

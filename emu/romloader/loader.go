@@ -197,6 +197,10 @@ func (l *Loader) Feed(p []byte) (Exit, bool) {
 	return 0, false
 }
 
+// StubRunning reports whether a flasher stub (mos's or esptool's) has been
+// uploaded and started: the ROM no longer answers, the stub does.
+func (l *Loader) StubRunning() bool { return l.stub != nil || l.esptoolStub }
+
 func (l *Loader) statusLen() int {
 	if l.t.ESP32() {
 		return 4
