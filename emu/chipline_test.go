@@ -305,7 +305,7 @@ func TestMosStubFlashReadThenEfuseRead(t *testing.T) {
 		got = append(got, h.frame(func(f []byte) bool { return len(f) > 0 })...)
 		h.send(romloader.Encode(le32(uint32(len(got)))))
 	}
-	h.frame(func(f []byte) bool { return len(f) == 16 })                    // MD5
+	h.frame(func(f []byte) bool { return len(f) == 16 })                       // MD5
 	if st := h.frame(func(f []byte) bool { return len(f) == 1 }); st[0] != 0 { // status
 		t.Fatalf("FLASH_READ status %x", st)
 	}

@@ -80,14 +80,14 @@ type Device struct {
 	ctx      context.Context
 
 	// The chip: what reset it last, the boot loop, the UART receive line.
-	cause      resetCause
-	bootGen    int         // counts resets, so a stale boot-loop timer does nothing
-	loopTimer  *time.Timer // next iteration of a boot loop
-	loader     *romloader.Loader
-	idle       *time.Timer  // returns an idle ROM loader to the firmware
-	uartSink   func([]byte) // the running firmware's UART0 consumer, nil if none
-	lineMu     sync.Mutex
-	lineDec    romloader.Decoder // finds SYNC frames in everything received
+	cause     resetCause
+	bootGen   int         // counts resets, so a stale boot-loop timer does nothing
+	loopTimer *time.Timer // next iteration of a boot loop
+	loader    *romloader.Loader
+	idle      *time.Timer  // returns an idle ROM loader to the firmware
+	uartSink  func([]byte) // the running firmware's UART0 consumer, nil if none
+	lineMu    sync.Mutex
+	lineDec   romloader.Decoder // finds SYNC frames in everything received
 
 	encryptHook func(region string) // tests: called before each first-boot encryption step
 
