@@ -129,8 +129,11 @@ func Factory(seed uint64) *Efuses {
 	mac[3], mac[4], mac[5] = byte(seed>>16), byte(seed>>8), byte(seed)
 	e.stored[0][1] = binary.BigEndian.Uint32(mac[2:6])
 	e.stored[0][2] = uint32(mac[0])<<8 | uint32(mac[1]) | uint32(CRC8(mac[:]))<<16
-	e.stored[0][3] = 1 << 15 // CHIP_VER_REV1, package D0WDQ6
-	e.stored[0][4] = 0x60    // CK8M_FREQ calibration
+	// A real ESP32-D0WDQ6 revision 1: CHIP_VER_REV1, CHIP_CPU_FREQ_RATED
+	// with CHIP_CPU_FREQ_LOW clear (240 MHz), package 0; ADC_VREF trimmed
+	// (0x02: +14 mV), CK8M_FREQ calibration 0x60.
+	e.stored[0][3] = 1<<15 | 1<<13
+	e.stored[0][4] = 0x02<<8 | 0x60
 	e.reload()
 	return e
 }

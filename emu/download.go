@@ -62,7 +62,7 @@ func (d *Device) serialInput(b []byte) {
 	if d.loader != nil { // download mode
 		if syncEnd >= 0 && d.loader.StubRunning() {
 			// The host resets a chip running a flasher stub: back to the ROM.
-			d.romResetLocked()
+			d.romResetLocked(resetPowerOn)
 			b = append(romloader.Encode(syncFrame), b[syncEnd+1:]...)
 		}
 		d.feedLoaderLocked(b)
@@ -88,14 +88,14 @@ func (d *Device) enterDownloadLocked() {
 	d.stopLocked()
 	d.cancelBootLoopLocked()
 	d.port.SetSoftwareFlowControl(false) // SLIP data contains 0x11/0x13
-	d.romResetLocked()
+	d.romResetLocked(resetPowerOn)
 	d.idle = time.AfterFunc(downloadIdle, d.downloadIdleExpired)
 }
 
 // romResetLocked starts a fresh ROM loader session and prints what the ROM
 // prints when strapped for download.
-func (d *Device) romResetLocked() {
-	d.printROMBanner(resetPowerOn, true)
+func (d *Device) romResetLocked(cause resetCause) {
+	d.printROMBanner(cause, true)
 	d.loader = romloader.New(loaderTarget{d}, d.port)
 }
 
@@ -107,6 +107,8 @@ func (d *Device) feedLoaderLocked(b []byte) {
 	}
 	ex, done := d.loader.Feed(b)
 	switch {
+	case done && ex == romloader.ExitResetToROM:
+		d.romResetLocked(resetSoftwareCPU)
 	case done && ex == romloader.ExitReboot:
 		d.leaveDownloadLocked(resetSoftwareCPU, "reboot requested")
 	case done:

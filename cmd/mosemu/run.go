@@ -48,16 +48,19 @@ The console log is mirrored to stderr unless --quiet.`,
 			defer d.Close()
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			if err := d.Start(ctx); err != nil {
-				fmt.Fprintf(os.Stderr, "mosemu: boot failed: %v (the ROM loader still answers on %s)\n", err, d.SerialPath())
-			}
+			bootErr := d.Start(ctx)
 			if opts.FlashEncryption && !d.Identity().FlashEncryption {
 				if err := d.SetBootloaderFlashEncryption(true); err != nil {
 					return err
 				}
-				d.Reboot()
+				bootErr = d.Reboot()
 			}
-			printWhere(d, time.Since(start))
+			if bootErr != nil {
+				printNotBooted(d, bootErr)
+				go announceWhenUp(ctx, d, start)
+			} else {
+				printWhere(d, time.Since(start))
+			}
 			<-ctx.Done()
 			fmt.Fprintln(os.Stderr, "mosemu: shutting down")
 			return nil
@@ -74,6 +77,33 @@ The console log is mirrored to stderr unless --quiet.`,
 	f.BoolVar(&broker, "broker", true, "start an embedded MQTT broker and connect the device to it (unless its config names another mqtt.server)")
 	f.StringVar(&brokerAddr, "broker-addr", "127.0.0.1:1883", "address of the embedded MQTT broker")
 	return c
+}
+
+// printNotBooted says why the app did not come up and where the ROM
+// loader answers (the chip keeps resetting until something is flashed).
+func printNotBooted(d *emu.Device, err error) {
+	fmt.Printf("mosemu: %s device did not boot: %v\n", d.Identity().Arch, err)
+	if p := d.SerialPath(); p != "" {
+		fmt.Printf("  ROM loader (download mode, any time): esptool.py --port %s --before no_reset flash_id\n", p)
+		fmt.Printf("  Re-flash: mos flash --port %s <firmware.zip>\n", p)
+	}
+}
+
+// announceWhenUp prints where to connect once a re-flashed device boots.
+func announceWhenUp(ctx context.Context, d *emu.Device, start time.Time) {
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if d.Booted() {
+				printWhere(d, time.Since(start))
+				return
+			}
+		}
+	}
 }
 
 func printWhere(d *emu.Device, took time.Duration) {
