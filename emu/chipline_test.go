@@ -6,11 +6,14 @@ import (
 	"encoding/binary"
 	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/mosemu/mosemu/efuse"
 	"github.com/mosemu/mosemu/emu/partition"
 	"github.com/mosemu/mosemu/emu/romloader"
 	"golang.org/x/sys/unix"
@@ -322,4 +325,64 @@ func TestMosStubFlashReadThenEfuseRead(t *testing.T) {
 		t.Fatalf("efuse MAC word %#x", got)
 	}
 	t.Logf("SYNC + efuse read after the stub: %v", time.Since(start))
+}
+
+// TestEfuseRegistersNeverTouchDiskUnlessBurnt drives the efuse controller
+// through the ROM loader as mos and espefuse do: reads, WDATA writes and
+// the read command leave efuse.bin alone (and answer at once); the program
+// command that burns bits replaces the file before its reply.
+func TestEfuseRegistersNeverTouchDiskUnlessBurnt(t *testing.T) {
+	dir := t.TempDir()
+	d := newSerialDevice(t, dir, nil)
+	if err := d.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, EfuseFile)
+	ino := func() uint64 {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Sys().(*syscall.Stat_t).Ino
+	}
+	before := ino()
+	h := openROMHost(t, d)
+	h.sync()
+	const base = 0x6001A000
+	var slowest time.Duration
+	timed := func(f func()) {
+		start := time.Now()
+		f()
+		slowest = max(slowest, time.Since(start))
+	}
+	write := func(addr, v uint32) {
+		timed(func() {
+			if r := h.rom(romloader.CmdWriteReg, le32(addr, v, 0xFFFFFFFF, 0), 0); r[8] != 0 {
+				t.Fatalf("WRITE_REG %#x: %x", addr, r)
+			}
+		})
+	}
+	for w := uint32(0); w < 31; w++ { // every read word, as mos reads them all at connect
+		timed(func() { h.readReg(base + 4*w) })
+	}
+	write(base+0x0D8, 0x5A)   // BLK3 WDATA0
+	write(base+0x0FC, 0x5AA5) // CONF: read opcode
+	write(base+0x104, 1)      // CMD: read
+	if ino() != before {
+		t.Fatal("efuse.bin rewritten by register accesses that burn nothing")
+	}
+	t.Logf("slowest efuse register round trip without a burn: %v", slowest)
+	write(base+0x0FC, 0x5A5A) // CONF: program opcode
+	write(base+0x104, 2)      // CMD: program
+	if ino() == before {
+		t.Fatal("the burn was not written to efuse.bin before the reply")
+	}
+	ef, err := efuse.Load(path, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := ef.MarshalBinary()
+	if binary.LittleEndian.Uint32(b[4*23:]) != 0x5A { // BLK3 word 0
+		t.Fatalf("BLK3 word 0 on disk: %#x", binary.LittleEndian.Uint32(b[4*23:]))
+	}
 }
