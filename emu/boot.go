@@ -141,7 +141,7 @@ func isBlank(dev flash.Device) bool {
 // firmware would leave them. A flash erased later (esptool erase_flash)
 // stays erased: the chip then boot-loops until something is flashed.
 func (d *Device) factoryProvision() error {
-	built := time.Now()
+	built := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC) // the build fw_id names (fwID)
 	switch d.board.Arch {
 	case "esp32":
 		pt, err := partition.DefaultESP32().Marshal()

@@ -1,0 +1,91 @@
+package emu
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/mosemu/mosemu/emu/flash"
+)
+
+// lastBoot returns the console text of the last boot: from the ROM's
+// first line to the Mongoose OS banner (excluded), or to the end.
+func lastBoot(console string) string {
+	i := max(strings.LastIndex(console, "ets Jun  8 2016"), strings.LastIndex(console, " ets Jan  8 2013"))
+	if i < 0 {
+		return ""
+	}
+	s := console[i:]
+	if j := strings.Index(s, "mgos_init.c"); j >= 0 {
+		s = s[:j]
+	}
+	return s
+}
+
+func checkGolden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", "boot", name)
+	if os.Getenv("UPDATE_GOLDEN") != "" {
+		os.MkdirAll(filepath.Dir(path), 0o755)
+		os.WriteFile(path, []byte(got), 0o644)
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != string(want) {
+		t.Fatalf("boot log differs from %s:\n%s", path, got)
+	}
+}
+
+// TestBootLogGolden checks the console of a power-on, of the boot after
+// Sys.Reboot (rst:0xc SW_CPU_RESET), of an ESP8266 power-on, and of the
+// failures (erased app, erased bootloader) against golden files.
+func TestBootLogGolden(t *testing.T) {
+	t.Run("esp32-poweron", func(t *testing.T) {
+		con := &consoleBuf{}
+		d := newSerialDevice(t, t.TempDir(), con)
+		if err := d.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		checkGolden(t, "esp32-poweron.txt", lastBoot(con.String()))
+		c := dial(t, "ws://"+d.HTTPAddr()+"/rpc")
+		call(t, c, "Sys.Reboot", map[string]any{"delay_ms": 10})
+		waitFor(t, "the reboot", func() bool { return strings.Count(con.String(), "Init done") == 2 })
+		checkGolden(t, "esp32-sys-reboot.txt", lastBoot(con.String()))
+	})
+	t.Run("esp8266-poweron", func(t *testing.T) {
+		con := &consoleBuf{}
+		d, err := New(Options{Arch: "esp8266", StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Seed: 42, Console: con})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		if err := d.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		checkGolden(t, "esp8266-poweron.txt", lastBoot(con.String()))
+	})
+	for _, tc := range []struct {
+		name  string
+		erase func(*flash.Chip)
+	}{
+		{"esp32-erased-app.txt", func(f *flash.Chip) { f.Erase(0x10000, 0x180000) }},
+		{"esp32-erased-bootloader.txt", func(f *flash.Chip) { f.Erase(0x1000, 0x7000) }},
+		{"esp32-corrupt-app-checksum.txt", func(f *flash.Chip) { f.WriteAt([]byte{0x00}, 0x10000+24+8) }}, // app desc magic
+		{"esp32-corrupt-app-hash.txt", func(f *flash.Chip) { f.WriteAt(make([]byte, 4), 0x10000+1330) }},  // appended SHA-256
+		{"esp32-corrupt-partition-table.txt", func(f *flash.Chip) { f.WriteAt([]byte{0x00}, 0x8005) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			con := &consoleBuf{}
+			d := newSerialDevice(t, t.TempDir(), con)
+			tc.erase(d.Flash())
+			if err := d.Start(context.Background()); err == nil {
+				t.Fatal("booted")
+			}
+			checkGolden(t, tc.name, lastBoot(con.String()))
+		})
+	}
+}
