@@ -18,7 +18,7 @@ import (
 // esptoolJSResult is what testdata/esptool-js/interop.mjs prints.
 type esptoolJSResult struct {
 	Chip, Features, MAC, MD5, MD5Legacy, ReadBackMD5, Error string
-	Crystal                                                float64
+	Crystal                                                 float64
 }
 
 // runEsptoolJS runs interop.mjs against the device's pty.

@@ -497,10 +497,10 @@ func (l *Loader) handle(f []byte) (Exit, bool) {
 
 // Commands only the esptool stub has.
 const (
-	CmdEraseFlash  = 0xD0
-	CmdEraseRegion = 0xD1
-	CmdReadFlash   = 0xD2
-	CmdRunUserCode = 0xD3
+	CmdEraseFlash   = 0xD0
+	CmdEraseRegion  = 0xD1
+	CmdReadFlash    = 0xD2
+	CmdRunUserCode  = 0xD3
 	CmdFlashEncData = 0xD4 // FLASH_ENCRYPT_DATA of the legacy esptool stub
 )
 
