@@ -130,9 +130,9 @@ func TestEsptoolStubParity(t *testing.T) {
 	data := bytes.Repeat([]byte{0x11}, 64)
 	l.Feed(request(CmdFlashBegin, words(64, 1, 0x4000, 0x5000, 0), 0))
 	l.Feed(request(CmdFlashEncData, append(words(64, 0, 0, 0), data...), checksum(data)))
-	l.Feed(request(CmdFlashData, append(words(64, 1, 0, 0), data...), 0x00))   // bad checksum
+	l.Feed(request(CmdFlashData, append(words(64, 1, 0, 0), data...), 0x00))  // bad checksum
 	l.Feed(request(CmdFlashData, append(words(64, 1, 0, 0), data[:8]...), 0)) // length mismatch
-	l.Feed(request(0x7E, nil, 0))                                                // unknown
+	l.Feed(request(0x7E, nil, 0))                                             // unknown
 	fr := responses(out.Bytes())
 	if len(fr) != 5 {
 		t.Fatalf("%d replies", len(fr))
