@@ -386,3 +386,36 @@ func TestEfuseRegistersNeverTouchDiskUnlessBurnt(t *testing.T) {
 		t.Fatalf("BLK3 word 0 on disk: %#x", binary.LittleEndian.Uint32(b[4*23:]))
 	}
 }
+
+// TestBaudTimingOverPTY runs the ROM loader with --baud-timing: 40
+// READ_FLASH_SLOW replies (78 bytes each on the wire) take at least as
+// long as at 115200 baud; after CHANGE_BAUDRATE to 921600 the same reads
+// are paced at that rate (logged).
+func TestBaudTimingOverPTY(t *testing.T) {
+	d, err := New(Options{StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Serial: true, Seed: 42, BaudTiming: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	if err := d.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	h := openROMHost(t, d)
+	h.sync()
+	reads := func() time.Duration {
+		start := time.Now()
+		for i := uint32(0); i < 40; i++ {
+			if r := h.rom(romloader.CmdReadFlashSlow, le32(0x1000+64*i, 64), 0); len(r) != 8+64+4 {
+				t.Fatalf("READ_FLASH_SLOW: %x", r)
+			}
+		}
+		return time.Since(start)
+	}
+	slow := reads()
+	if min := 40 * 78 * 10 * time.Second / 115200; slow < min {
+		t.Fatalf("40 reads at 115200 baud took %v, the wire needs %v", slow, min)
+	}
+	h.rom(romloader.CmdChangeBaud, le32(921600, 0), 0)
+	fast := reads()
+	t.Logf("40 READ_FLASH_SLOW: %v at 115200 baud, %v at 921600", slow, fast)
+}

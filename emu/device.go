@@ -59,6 +59,11 @@ type Options struct {
 	// as the real board (ESP32 1-3 s, ESP8266 7-15 s), for testing client
 	// timeouts. Off by default.
 	TLSHandshakeLatency bool
+	// BaudTiming makes the serial pty as slow as the UART's baud rate
+	// (115200 at reset, then what the host sets through the ROM loader or a
+	// flasher stub), so that tool timeouts and progress bars can be tested.
+	// Off by default: a pty is as fast as the host.
+	BaudTiming bool
 }
 
 // Device is one emulated board. Its methods are safe for concurrent use.
@@ -158,6 +163,7 @@ func New(opts Options) (*Device, error) {
 		}
 		d.out.AddSink(d.port)
 		d.port.SetConsumer(d.serialInput) // the line belongs to the chip
+		d.setBaud(defaultBaud)
 	}
 	return d, nil
 }

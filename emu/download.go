@@ -95,6 +95,7 @@ func (d *Device) enterDownloadLocked() {
 // romResetLocked starts a fresh ROM loader session and prints what the ROM
 // prints when strapped for download.
 func (d *Device) romResetLocked(cause resetCause) {
+	d.setBaud(defaultBaud)
 	d.printROMBanner(cause, true)
 	d.loader = romloader.New(loaderTarget{d}, d.port)
 }
@@ -134,9 +135,23 @@ func (d *Device) leaveDownloadLocked(cause resetCause, why string) {
 		d.idle = nil
 	}
 	d.loader = nil
+	d.setBaud(defaultBaud)
 	d.log.Debug("Leaving download mode: "+why, console.Src("mosemu", 0))
 	d.resetLocked(cause)
 }
+
+// defaultBaud is the UART rate of the ROM and of Mongoose OS after reset.
+const defaultBaud = 115200
+
+// setBaud paces the pty at baud when Options.BaudTiming is on.
+func (d *Device) setBaud(baud int) {
+	if d.opts.BaudTiming && d.port != nil {
+		d.port.SetBaud(baud)
+	}
+}
+
+// SetBaud implements romloader.BaudSetter.
+func (t loaderTarget) SetBaud(baud int) { t.d.setBaud(baud) }
 
 // InDownloadMode reports whether the ROM loader owns the UART.
 func (d *Device) InDownloadMode() bool {

@@ -72,6 +72,7 @@ The console log is mirrored to stderr unless --quiet.`,
 	f.StringVar(&opts.HTTPAddr, "http", "127.0.0.1:8080", "host address of the device's HTTP server (port 0 picks one)")
 	f.BoolVar(&opts.FlashEncryption, "flash-encryption", false, "new device: bootloader built with flash encryption (first boot encrypts and burns efuses)")
 	f.BoolVarP(&quiet, "quiet", "q", false, "do not mirror the console log to stderr")
+	f.BoolVar(&opts.BaudTiming, "baud-timing", false, "make the serial pty as slow as the baud rate the host set (115200 at reset; CHANGE_BAUDRATE and flasher stubs honoured)")
 	f.BoolVar(&opts.TLSHandshakeLatency, "tls-latency", false, "answer TLS handshakes as slowly as the real board (ESP32 1-3 s, ESP8266 7-15 s)")
 	f.BoolVar(&opts.TLSDynamicBuffers, "mbedtls-dynamic-buffers", false, "model mbedTLS with the dynamic-buffer patch (~1 KiB per idle TLS connection instead of ~40 KiB)")
 	f.BoolVar(&broker, "broker", true, "start an embedded MQTT broker and connect the device to it (unless its config names another mqtt.server)")

@@ -77,6 +77,19 @@ type Target interface {
 	WriteReg(addr, v uint32) bool
 }
 
+// BaudSetter is implemented by targets whose UART models the baud rate:
+// the loader calls SetBaud when the host changes it (CHANGE_BAUDRATE, the
+// mos stub's start-up parameters).
+type BaudSetter interface {
+	SetBaud(baud int)
+}
+
+func (l *Loader) setBaud(baud uint32) {
+	if s, ok := l.t.(BaudSetter); ok && baud > 0 {
+		s.SetBaud(int(baud))
+	}
+}
+
 // Exit says why the loader handed the UART back.
 type Exit int
 
@@ -104,7 +117,9 @@ type Loader struct {
 	written   uint32
 	inflater  *inflater
 
-	mem  map[uint32]int // MEM_BEGIN address -> size, to recognise stubs
+	mem       map[uint32]int // MEM_BEGIN address -> size, to recognise stubs
+	memAddr   uint32         // address of the current MEM_BEGIN
+	memParams []byte         // the last 8-byte MEM block (mos stub: ROM and flasher baud)
 	stub *mosStub       // the emulated mos flasher stub once it runs
 
 	esptoolStub bool         // the esptool flasher stub runs ("OHAI" sent)
@@ -291,8 +306,13 @@ func (l *Loader) handle(f []byte) (Exit, bool) {
 			l.writeReg(addr, v)
 			l.ok(cmd, 0, nil)
 		}
-	case CmdSPIAttach, CmdSPISetParams, CmdChangeBaud:
+	case CmdSPIAttach, CmdSPISetParams:
 		l.ok(cmd, 0, nil)
+	case CmdChangeBaud: // the reply goes out at the old rate, then the UART switches
+		if words(1) {
+			l.ok(cmd, 0, nil)
+			l.setBaud(le(data, 0))
+		}
 	case CmdFlashBegin, CmdFlashDeflBeg:
 		if !words(4) {
 			return 0, false
@@ -461,8 +481,12 @@ func (l *Loader) handle(f []byte) (Exit, bool) {
 			l.mem = map[uint32]int{}
 		}
 		l.mem[le(data, 3)] = int(le(data, 0))
+		l.memAddr = le(data, 3)
 		l.ok(cmd, 0, nil)
 	case CmdMemData:
+		if len(data) == 16+8 && l.mem[l.memAddr] == 8 {
+			l.memParams = append([]byte(nil), data[16:]...)
+		}
 		l.ok(cmd, 0, nil)
 	case CmdMemEnd:
 		l.ok(cmd, 0, nil)

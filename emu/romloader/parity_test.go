@@ -158,3 +158,33 @@ func TestEsptoolStubParity(t *testing.T) {
 		t.Fatalf("chip magic %#x", v)
 	}
 }
+
+type baudChip struct {
+	fakeChip
+	bauds []int
+}
+
+func (c *baudChip) SetBaud(b int) { c.bauds = append(c.bauds, b) }
+
+// TestBaudChanges: CHANGE_BAUDRATE and the mos stub's parameter block
+// reach a target that models the baud rate, after the reply.
+func TestBaudChanges(t *testing.T) {
+	var out bytes.Buffer
+	c := &baudChip{fakeChip: fakeChip{esp32: true, fl: flash.NewMemory(4 << 20), regs: map[uint32]uint32{}}}
+	l := New(c, &out)
+	l.Feed(request(CmdChangeBaud, words(460800, 0), 0))
+	if fr := responses(out.Bytes()); len(fr) != 1 || fr[0][8] != 0 || len(c.bauds) != 1 || c.bauds[0] != 460800 {
+		t.Fatalf("CHANGE_BAUDRATE: %x, bauds %v", fr, c.bauds)
+	}
+	params := words(115200, 921600)
+	l.Feed(request(CmdMemBegin, words(8, 1, 0x1000, 0x40090000), 0))
+	l.Feed(request(CmdMemData, append(words(8, 0, 0, 0), params...), checksum(params)))
+	l.Feed(request(CmdMemEnd, words(1, 0), 0))
+	code := make([]byte, 64)
+	l.Feed(request(CmdMemBegin, words(64, 1, 0x1000, 0x40090008), 0))
+	l.Feed(request(CmdMemData, append(words(64, 0, 0, 0), code...), checksum(code)))
+	l.Feed(request(CmdMemEnd, words(0, 0x40091040), 0))
+	if !l.StubRunning() || len(c.bauds) != 2 || c.bauds[1] != 921600 {
+		t.Fatalf("mos stub start: running %v, bauds %v", l.StubRunning(), c.bauds)
+	}
+}
