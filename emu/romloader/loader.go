@@ -120,7 +120,7 @@ type Loader struct {
 	mem       map[uint32]int // MEM_BEGIN address -> size, to recognise stubs
 	memAddr   uint32         // address of the current MEM_BEGIN
 	memParams []byte         // the last 8-byte MEM block (mos stub: ROM and flasher baud)
-	stub *mosStub       // the emulated mos flasher stub once it runs
+	stub      *mosStub       // the emulated mos flasher stub once it runs
 
 	esptoolStub bool         // the esptool flasher stub runs ("OHAI" sent)
 	dst         flash.Device // destination of the current flash write
