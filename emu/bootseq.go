@@ -82,9 +82,6 @@ func (d *Device) printROMBanner(cause resetCause, download bool) {
 			mode = "(1,7)" // UART download
 		}
 		d.out.Raw(fmt.Sprintf("\n ets Jan  8 2013,rst cause:%d, boot mode:%s\n\n", cause.esp8266Cause(), mode))
-		if download {
-			d.out.Raw("waiting for download\n")
-		}
 		return
 	}
 	boot := "boot:0x13 (SPI_FAST_FLASH_BOOT)"

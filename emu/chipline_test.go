@@ -419,3 +419,29 @@ func TestBaudTimingOverPTY(t *testing.T) {
 	fast := reads()
 	t.Logf("40 READ_FLASH_SLOW: %v at 115200 baud, %v at 921600", slow, fast)
 }
+
+// TestDownloadModeExits: mos's RPC handshake leaves download mode at once
+// (the UART RPC then answers); a SYNC while the esptool stub runs resets
+// the chip into the ROM loader (ROM SYNC value, not the stub's 0).
+func TestDownloadModeExits(t *testing.T) {
+	d := newSerialDevice(t, t.TempDir(), nil)
+	if err := d.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	h := openROMHost(t, d)
+	h.sync()
+	code := make([]byte, 0x100)
+	h.rom(romloader.CmdMemBegin, le32(uint32(len(code)), 1, 0x1800, 0x400a8000), 0)
+	h.rom(romloader.CmdMemData, append(le32(uint32(len(code)), 0, 0, 0), code...), xorSum(code))
+	h.rom(romloader.CmdMemEnd, le32(0, 0x400a902c), 0)
+	h.frame(func(f []byte) bool { return string(f) == "OHAI" })
+	h.sync() // fails unless the ROM answers
+	if !d.InDownloadMode() || d.Booted() {
+		t.Fatal("not in download mode")
+	}
+	c := dial(t, d.SerialPath()) // the RPC handshake
+	call(t, c, "Sys.GetInfo", nil)
+	if d.InDownloadMode() {
+		t.Fatal("still in download mode after the RPC handshake")
+	}
+}
