@@ -445,3 +445,27 @@ func TestDownloadModeExits(t *testing.T) {
 		t.Fatal("still in download mode after the RPC handshake")
 	}
 }
+
+// TestUnmountableFSBootLoopAndRecovery fills the root filesystem with
+// garbage: Mongoose OS cannot mount it and the chip restarts
+// (rst:0xc SW_CPU_RESET) in a loop; the ROM loader erases the partition
+// (FLASH_BEGIN erases) and FLASH_END(run) boots a freshly formatted fs.
+func TestUnmountableFSBootLoopAndRecovery(t *testing.T) {
+	con := &consoleBuf{}
+	d := newSerialDevice(t, t.TempDir(), con)
+	fs, _ := partition.DefaultESP32().Find("fs_0")
+	d.Flash().Erase(int64(fs.Offset), 0x2000)
+	d.Flash().WriteAt(bytes.Repeat([]byte("not a filesystem"), 0x200), int64(fs.Offset))
+	err := d.Start(context.Background())
+	var be *BootError
+	if !errors.As(err, &be) || be.Stage != "firmware" {
+		t.Fatalf("boot with a garbage fs: %v", err)
+	}
+	waitFor(t, "the restart of the loop", func() bool { return strings.Contains(con.String(), "rst:0xc (SW_CPU_RESET)") })
+	h := openROMHost(t, d)
+	h.sync()
+	h.flashROM(fs.Offset, bytes.Repeat([]byte{0xFF}, 0x2000))
+	h.rom(romloader.CmdFlashEnd, le32(1), 0)
+	waitFor(t, "Mongoose OS after the erase", d.Booted)
+	call(t, dial(t, "ws://"+d.HTTPAddr()+"/rpc"), "FS.List", nil)
+}
