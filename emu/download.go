@@ -114,7 +114,7 @@ func (d *Device) feedLoaderLocked(b []byte) {
 		d.leaveDownloadLocked(resetSoftwareCPU, "reboot requested")
 	case done:
 		d.leaveDownloadLocked(resetPowerOn, "running user code")
-	case bytes.Contains(b, rpcHandshake):
+	case !d.loader.StubRunning() && bytes.Contains(b, rpcHandshake): // (a stub's data may hold anything)
 		d.leaveDownloadLocked(resetPowerOn, "RPC handshake")
 	}
 }
