@@ -2,12 +2,12 @@ package emu
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/mosemu/mosemu/emu/flash"
+	"github.com/mosemu/mosemu/internal/golden"
 )
 
 // lastBoot returns the console text of the last boot: from the ROM's
@@ -26,18 +26,7 @@ func lastBoot(console string) string {
 
 func checkGolden(t *testing.T, name, got string) {
 	t.Helper()
-	path := filepath.Join("testdata", "boot", name)
-	if os.Getenv("UPDATE_GOLDEN") != "" {
-		os.MkdirAll(filepath.Dir(path), 0o755)
-		os.WriteFile(path, []byte(got), 0o644)
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got != string(want) {
-		t.Fatalf("boot log differs from %s:\n%s", path, got)
-	}
+	golden.Check(t, filepath.Join("boot", name), []byte(got))
 }
 
 // TestBootLogGolden checks the console of a power-on, of the boot after
