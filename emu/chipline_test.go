@@ -469,3 +469,26 @@ func TestUnmountableFSBootLoopAndRecovery(t *testing.T) {
 	waitFor(t, "Mongoose OS after the erase", d.Booted)
 	call(t, dial(t, "ws://"+d.HTTPAddr()+"/rpc"), "FS.List", nil)
 }
+
+// TestESP8266DownloadMode: the ESP8266's ROM line changes to the UART boot
+// mode and its loader answers with 2 status bytes.
+func TestESP8266DownloadMode(t *testing.T) {
+	con := &consoleBuf{}
+	d, err := New(Options{Arch: "esp8266", StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Serial: true, Seed: 42, Console: con})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	if err := d.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	h := openROMHost(t, d)
+	h.sync()
+	r := h.rom(romloader.CmdReadReg, le32(0x40001000), 0)
+	if len(r) != 10 || binary.LittleEndian.Uint32(r[4:]) != romloader.MagicESP8266 {
+		t.Fatalf("magic reply %x", r)
+	}
+	if !strings.Contains(con.String(), " ets Jan  8 2013,rst cause:2, boot mode:(1,7)") {
+		t.Fatalf("console:\n%s", con.String())
+	}
+}
