@@ -179,7 +179,7 @@ func (d *Device) banner() {
 	l.Info(fmt.Sprintf("Mongoose OS %s (%s)", MGVersion, MGID), console.Src("mgos_init.c", 25))
 	l.Info(fmt.Sprintf("CPU: %d MHz, FreeRTOS 10.2.1, heap: %d total, %d free", d.board.CPUMHz, d.board.RAMSize, d.board.RAMFreeAtBoot), console.Src("mgos_init.c", 28))
 	l.Info(d.board.SDK, console.Src("esp32_main.c", 101))
-	l.Info(fmt.Sprintf("Boot partition: app_0; flash: %dM", d.board.FlashSize>>20), console.Src("esp32_main.c", 106))
+	l.Info(fmt.Sprintf("Boot partition: %s; flash: %dM", orDefault(d.bootApp, "app_0"), d.board.FlashSize>>20), console.Src("esp32_main.c", 106))
 	l.Info("MAC: "+strings.ToLower(macColons(d.mac())), console.Src("esp32_main.c", 110))
 	l.Info("WDT: 30 seconds", console.Src("esp32_main.c", 112))
 }

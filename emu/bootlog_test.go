@@ -1,7 +1,10 @@
 package emu
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
+	"hash/crc32"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -76,5 +79,44 @@ func TestBootLogGolden(t *testing.T) {
 			}
 			checkGolden(t, tc.name, lastBoot(con.String()))
 		})
+	}
+}
+
+// otaEntry is an esp_ota_select_entry_t with a valid CRC.
+func otaEntry(seq uint32) []byte {
+	e := bytes.Repeat([]byte{0xFF}, 32)
+	binary.LittleEndian.PutUint32(e[0:], seq)
+	binary.LittleEndian.PutUint32(e[28:], crc32.Update(0xFFFFFFFF, crc32.IEEETable, e[0:4]))
+	return e
+}
+
+// TestBootloaderFollowsOTAData: with app_1 holding an image and otadata
+// selecting sequence 2 (slot 1), the bootloader loads app_1; a bad CRC in
+// otadata falls back to OTA 0.
+func TestBootloaderFollowsOTAData(t *testing.T) {
+	con := &consoleBuf{}
+	d := newSerialDevice(t, t.TempDir(), con)
+	img := make([]byte, 0x1000)
+	d.Flash().ReadAt(img, 0x10000)
+	d.Flash().WriteAt(img, 0x1D0000)
+	d.Flash().WriteAt(otaEntry(1), 0xD000)
+	d.Flash().WriteAt(otaEntry(2), 0xE000)
+	if err := d.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Loaded app from partition at offset 0x1d0000", "Boot partition: app_1"} {
+		if !strings.Contains(con.String(), want) {
+			t.Fatalf("console lacks %q:\n%s", want, con.String())
+		}
+	}
+	d.Flash().Erase(0xE000, 0x1000)
+	bad := otaEntry(3)
+	bad[28] ^= 1
+	d.Flash().WriteAt(bad, 0xE000)
+	if err := d.Reboot(); err != nil {
+		t.Fatal(err)
+	}
+	if boot := lastBoot(con.String()); !strings.Contains(boot, "Loaded app from partition at offset 0x10000") {
+		t.Fatalf("with otadata seq 1 valid and seq 3 corrupt:\n%s", boot)
 	}
 }

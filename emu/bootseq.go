@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"math/bits"
 	"strings"
 	"time"
@@ -232,16 +233,7 @@ func (d *Device) bootloaderESP32() (partition.Table, partition.Entry, error) {
 	}
 	l.info("boot", "End of partition table")
 
-	var apps []partition.Entry
-	for _, e := range table {
-		if e.Type == partition.TypeApp {
-			apps = append(apps, e)
-		}
-	}
-	for _, app := range apps {
-		if app.Subtype >= 0x10 && app.Subtype < 0x20 && app.Subtype == apps[0].Subtype {
-			l.info("boot", "No factory image, trying OTA %d", app.Subtype-0x10)
-		}
+	for _, app := range d.bootOrder(l, table) {
 		img, ierr := parseImage(d.cpuView(true), int64(app.Offset), int64(app.Size))
 		if ierr != nil {
 			l.err("esp_image", "%s", ierr.msg)
@@ -264,11 +256,77 @@ func (d *Device) bootloaderESP32() (partition.Table, partition.Entry, error) {
 			return nil, partition.Entry{}, err
 		}
 		l.info("boot", "Loaded app from partition at offset 0x%x", app.Offset)
+		d.bootApp = app.Label
 		l.info("boot", "Disabling RNG early entropy source...")
 		return table, app, nil
 	}
 	l.err("boot", "No bootable app partitions in the partition table")
 	return nil, partition.Entry{}, &BootError{Stage: "bootloader", Reason: "no bootable app partition", next: resetSoftware}
+}
+
+// bootOrder is the order in which the bootloader tries the apps: the OTA
+// slot otadata selects (the valid entry with the highest sequence number,
+// slot = (seq-1) mod the number of OTA apps), else the factory app, else
+// OTA 0; then the others.
+func (d *Device) bootOrder(l *bootLog, table partition.Table) []partition.Entry {
+	var factory, ota []partition.Entry
+	for _, e := range table {
+		switch {
+		case e.Type != partition.TypeApp:
+		case e.Subtype >= 0x10 && e.Subtype < 0x20:
+			ota = append(ota, e)
+		default:
+			factory = append(factory, e)
+		}
+	}
+	var first []partition.Entry
+	if seq, ok := d.otaSequence(table); ok && len(ota) > 0 {
+		first = append(first, ota[(seq-1)%uint32(len(ota))])
+	} else if len(factory) > 0 {
+		l.info("boot", "Defaulting to factory image")
+		first = append(first, factory[0])
+	} else if len(ota) > 0 {
+		l.info("boot", "No factory image, trying OTA 0")
+		first = append(first, ota[0])
+	}
+	order := first
+	for _, e := range append(factory, ota...) {
+		if len(first) == 0 || e != first[0] {
+			order = append(order, e)
+		}
+	}
+	return order
+}
+
+// otaSequence reads the two otadata entries (esp_ota_select_entry_t:
+// ota_seq, label, state, crc32 of ota_seq) and returns the highest valid
+// sequence number.
+func (d *Device) otaSequence(table partition.Table) (uint32, bool) {
+	var otadata partition.Entry
+	found := false
+	for _, e := range table {
+		if e.Type == partition.TypeData && e.Subtype == partition.SubOTAData {
+			otadata, found = e, true
+			break
+		}
+	}
+	if !found || otadata.Size < 2*partition.SectorSize {
+		return 0, false
+	}
+	var best uint32
+	ok := false
+	for i := int64(0); i < 2; i++ {
+		var ent [32]byte
+		d.cpuView(otadata.Encrypted()).ReadAt(ent[:], int64(otadata.Offset)+i*partition.SectorSize)
+		seq := binary.LittleEndian.Uint32(ent[0:])
+		if seq == 0xFFFFFFFF || seq == 0 || crc32.Update(0xFFFFFFFF, crc32.IEEETable, ent[0:4]) != binary.LittleEndian.Uint32(ent[28:]) {
+			continue
+		}
+		if !ok || seq > best {
+			best, ok = seq, true
+		}
+	}
+	return best, ok
 }
 
 func spiSpeedName(sizeFreq byte) string {

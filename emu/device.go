@@ -86,6 +86,7 @@ type Device struct {
 
 	// The chip: what reset it last, the boot loop, the UART receive line.
 	cause     resetCause
+	bootApp   string      // label of the app partition the bootloader loaded
 	bootGen   int         // counts resets, so a stale boot-loop timer does nothing
 	loopTimer *time.Timer // next iteration of a boot loop
 	loader    *romloader.Loader
