@@ -221,7 +221,13 @@ func (d *Device) bootloaderESP32() (partition.Table, partition.Entry, error) {
 		if errors.Is(err, partition.ErrBadMD5) {
 			l.err("flash_parts", "Partition table MD5 mismatch")
 		} else {
-			l.err("flash_parts", "partition 0 invalid magic number 0x%x", binary.LittleEndian.Uint16(raw))
+			i := 0 // the first entry that is neither a partition nor the MD5 entry
+			for ; i < partition.TableSize/32-1; i++ {
+				if m := binary.LittleEndian.Uint16(raw[32*i:]); m != 0x50AA && m != 0xEBEB {
+					break
+				}
+			}
+			l.err("flash_parts", "partition %d invalid magic number 0x%x", i, binary.LittleEndian.Uint16(raw[32*i:]))
 		}
 		l.err("boot", "Failed to verify partition table")
 		l.err("boot", "load partition table error!")
