@@ -33,8 +33,8 @@ func BoardFor(arch string) (Board, error) {
 		}, nil
 	case "esp8266":
 		return Board{
-			Arch: "esp8266", FlashSize: 4 << 20, RAMSize: 52_000, RAMFreeAtBoot: 40_000, CPUMHz: 80,
-			FSOffset: 0x8000, FSSize: 0x40000, SDK: "ESP8266 NONOS SDK 2.2.1",
+			Arch: "esp8266", FlashSize: 4 << 20, RAMSize: 52_000, RAMFreeAtBoot: 40_000, CPUMHz: 160,
+			FSOffset: 0x8000, FSSize: 0x40000, SDK: "NONOS SDK " + SDK8266,
 		}, nil
 	}
 	return Board{}, fmt.Errorf("unknown arch %q (want esp32 or esp8266)", arch)
