@@ -66,17 +66,71 @@ func loadTranscript(t *testing.T, path string) []transcriptStep {
 // finds the stub running, and FLASH_READ), and checks that every SLIP frame
 // the device sends back is the one recorded.
 func TestMosESP8266Transcript(t *testing.T) {
-	steps := loadTranscript(t, filepath.Join("testdata", "mos", "esp8266-flash-write-read.txt"))
+	d := startESP8266(t, t.TempDir())
+	replayTranscript(t, d, filepath.Join("testdata", "mos", "esp8266-flash-write-read.txt"))
+	back := make([]byte, 3*4096)
+	d.Flash().ReadAt(back, 0x300000)
+	if back[0] != 11 || back[4096] != 0xFF || back[8192+3] != 9 {
+		t.Fatalf("flash at 0x300000 does not hold the pattern: %x %x %x", back[0], back[4096], back[8192+3])
+	}
+}
+
+// TestMosESP8266FlashZip replays `mos flash --esp-erase-chip` of the
+// mosemu firmware zip, then checks that the chip boots what was flashed
+// (rBoot from 0x0, the app from slot 0, the filesystem image of the zip)
+// and answers RPC.
+func TestMosESP8266FlashZip(t *testing.T) {
+	var con consoleBuf
+	d, err := New(Options{Arch: "esp8266", StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Serial: true, Seed: 42, Console: &con})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := d.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	replayTranscript(t, d, filepath.Join("testdata", "mos", "esp8266-flash-zip.txt"))
+	deadline := time.Now().Add(5 * time.Second)
+	for d.DeviceID() == "" || !strings.Contains(con.String(), "Init done") {
+		if time.Now().After(deadline) {
+			t.Fatalf("firmware did not boot after BOOT_FW:\n%s", con.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	log := con.String()
+	for _, want := range []string{"rBoot v1.2.1-cesanta1", "Booting rom 0 (0x100000).", "esp_main.c:165          SDK "} {
+		if !strings.Contains(log, want) {
+			t.Fatalf("boot log lacks %q:\n%s", want, log)
+		}
+	}
+	if strings.Contains(log[strings.LastIndex(log, "rBoot v1"):], "Formatting the root filesystem") {
+		t.Fatalf("the zip's filesystem image did not mount:\n%s", log)
+	}
+	app := appImage8266(AppName, FWVersion, MGID)
+	got := make([]byte, len(app))
+	d.Flash().ReadAt(got, 0x100000)
+	if !bytes.Equal(got, app) {
+		t.Fatal("slot 0 does not hold the app image of the zip")
+	}
+	c := dial(t, "ws://"+d.HTTPAddr()+"/rpc")
+	call(t, c, "Sys.GetInfo", nil)
+}
+
+// replayTranscript writes, on the device's pty, what a recorded host wrote
+// and checks that every SLIP frame the device sends back is the one
+// recorded, in order.
+func replayTranscript(t *testing.T, d *Device, path string) {
+	t.Helper()
+	steps := loadTranscript(t, path)
 	var want [][]byte
 	var dec romloader.Decoder
-	wantAfter := make([]int, len(steps)) // frames expected once step i was written
+	wantAfter := make([]int, len(steps)) // frames sent by the device up to step i
 	for i, s := range steps {
 		if !s.host {
 			want = append(want, dec.Feed(s.data)...)
 		}
 		wantAfter[i] = len(want)
 	}
-	d := startESP8266(t, t.TempDir())
 	f, err := os.OpenFile(d.SerialPath(), os.O_RDWR|unix.O_NOCTTY|unix.O_NONBLOCK, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -119,11 +173,6 @@ func TestMosESP8266Transcript(t *testing.T) {
 		if !bytes.Equal(got[i], want[i]) {
 			t.Fatalf("frame %d: got %x, recorded %x", i, got[i], want[i])
 		}
-	}
-	back := make([]byte, 3*4096)
-	d.Flash().ReadAt(back, 0x300000)
-	if back[0] != 11 || back[4096] != 0xFF || back[8192+3] != 9 {
-		t.Fatalf("flash at 0x300000 does not hold the pattern: %x %x %x", back[0], back[4096], back[8192+3])
 	}
 }
 
