@@ -248,6 +248,9 @@ func (d *Device) bootLocked() error {
 	d.bootErr = err
 	if err != nil {
 		d.log.Error(err.Error(), console.Src("mgos_init.c", 115))
+		if d.port != nil && !d.downloading { // halted: a SYNC still reaches the ROM loader
+			d.port.SetConsumer(d.uartInput(func([]byte) {}))
+		}
 		return err
 	}
 	d.fw = fw
