@@ -56,7 +56,7 @@ func (d *Device) cpuView(encrypted bool) flash.Device {
 
 // boot runs the firmware from what is in flash.
 func (d *Device) boot() (_ *firmware, err error) {
-	fw := &firmware{started: time.Now(), ram: devtls.NewRAM(d.board.RAMSize, d.board.RAMFreeAtBoot)}
+	fw := &firmware{started: time.Now(), ram: devtls.NewRAMReserve(d.board.RAMSize, d.board.RAMFreeAtBoot, d.board.HeapReserve)}
 	defer func() {
 		if err != nil {
 			fw.stop()
