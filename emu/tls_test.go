@@ -197,9 +197,16 @@ func TestTLSConnectionFloodESP8266(t *testing.T) {
 	if _, err := httpsGet(d); err != nil {
 		t.Fatalf("first HTTPS request: %v", err)
 	}
-	c, err := tls.Dial("tcp", d.HTTPAddr(), &tls.Config{InsecureSkipVerify: true})
-	if err != nil {
-		t.Fatal(err)
+	// Hold one connection open (the request's may take a moment to be
+	// freed on the device).
+	var c *tls.Conn
+	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if c, err = tls.Dial("tcp", d.HTTPAddr(), &tls.Config{InsecureSkipVerify: true}); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
 	}
 	defer c.Close()
 	if _, err := httpsGet(d); err == nil {
