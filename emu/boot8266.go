@@ -222,7 +222,7 @@ func (d *Device) banner8266() {
 
 // earlyHeap8266 is the heap mgos_init's services (config, RPC, HTTP, the
 // UART channel) take after esp_main.c has printed the free heap.
-const earlyHeap8266 = 6 * 1024
+const earlyHeap8266 = 4 * 1024
 
 // provision8266 writes what `mos flash` of a Mongoose OS ESP8266 build
 // leaves on a 4 MiB chip: rBoot at 0x0, a blank config sector (rBoot

@@ -91,11 +91,19 @@ func TestESP8266BootFromFlash(t *testing.T) {
 		"Booting rom 0 (0x100000).",
 		"esp_main.c:161          CPU: ESP8266EX, 160 MHz, RAM: 52000 total,",
 		"esp_main.c:165          SDK 3.0.6(1391d154); flash: 4M",
-		"Init done, RAM: 52000 total, 40000 free",
+		"Init done, RAM: 52000 total, 46000 free",
 	} {
 		if !strings.Contains(first, want) {
 			t.Fatalf("first boot lacks %q:\n%s", want, first)
 		}
+	}
+	var total, free int
+	if m := regexp.MustCompile(`RAM: (\d+) total, (\d+) free`).FindStringSubmatch(first); m != nil {
+		fmt.Sscan(m[1], &total)
+		fmt.Sscan(m[2], &free)
+	}
+	if free <= 40*1024 || free > total {
+		t.Fatalf("heap before init: %d free of %d", free, total)
 	}
 	for _, bad := range []string{"esp32_main.c", "FreeRTOS"} {
 		if strings.Contains(first, bad) {

@@ -273,3 +273,19 @@ func (d *Device) writeConf9ForTest(conf string) error {
 	defer fsys.Unmount()
 	return afero.WriteFile(fsys, "conf9.json", []byte(conf), 0o644)
 }
+
+// FuzzParseWire: any --wire text parses or is rejected, and what parses
+// prints back to the same wiring.
+func FuzzParseWire(f *testing.F) {
+	f.Add("atecc608a:sda=12,scl=14,addr=0x60")
+	f.Add("atecc608a:none")
+	f.Fuzz(func(t *testing.T, s string) {
+		w, err := ParseWire(s)
+		if err != nil {
+			return
+		}
+		if again, err := ParseWire(w.String()); err != nil || again != w {
+			t.Fatalf("%q -> %q -> %+v %v", s, w.String(), again, err)
+		}
+	})
+}

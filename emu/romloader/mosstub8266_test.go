@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"testing"
+
+	"github.com/mosemu/mosemu/emu/flash"
 )
 
 // countingWriter records each Write separately.
@@ -22,7 +24,7 @@ func syncRequest() []byte {
 // layout) and returns the loader.
 func upload8266(t *testing.T, out *countingWriter) *Loader {
 	t.Helper()
-	c := &fakeChip{fl: nil, regs: map[uint32]uint32{}}
+	c := &fakeChip{fl: flash.NewMemory(4 << 20), regs: map[uint32]uint32{}}
 	l := New(c, out)
 	for _, seg := range []struct {
 		addr  uint32
@@ -119,4 +121,22 @@ func TestUnknownStubEntryHangs(t *testing.T) {
 	if len(fr) != 9 || binary.LittleEndian.Uint32(fr[8][4:]) != MagicESP8266 {
 		t.Fatalf("after the reset SYNC: %x", fr)
 	}
+}
+
+// FuzzMosStub8266 feeds arbitrary bytes to a running ESP8266 mos stub:
+// malformed frames, truncated arguments, stray data during writes and
+// reads must never crash it.
+func FuzzMosStub8266(f *testing.F) {
+	f.Add(append(Encode([]byte{stubFlashRead}), Encode(words(0, 4096, 1024))...))
+	f.Add(append(Encode([]byte{stubFlashWrite}), Encode(words(0x1000, 0x1000, 1))...))
+	f.Add(append(Encode([]byte{stubFlashDigest}), Encode(words(0, 0x2000, 0x1000))...))
+	f.Add(append(Encode([]byte{stubReadReg}), Encode(words(0x3ff00050))...))
+	f.Add(syncRequest())
+	f.Fuzz(func(t *testing.T, b []byte) {
+		l := upload8266(t, &countingWriter{})
+		l.Feed(b)
+		if l.inflater != nil {
+			l.inflater.finish()
+		}
+	})
 }
