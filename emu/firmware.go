@@ -236,7 +236,7 @@ func (d *Device) startATCA(fw *firmware, bus *i2c.Bus) error {
 	if !cfg.Bool("sys.atca.enable") {
 		return nil
 	}
-	if bus == nil {
+	if bus == nil || cfg.Int("sys.atca.i2c_bus") != 0 { // the board has one bus, 0
 		d.log.Error("ATCA requires I2C to be enabled (i2c.enable=true)", console.Src("mgos_atca.c", 58))
 		d.log.Error("atca init failed", console.Src("mgos_deps_init.c", 0))
 		return errors.New("boot: atca init failed; the firmware restarts")
