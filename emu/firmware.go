@@ -16,7 +16,6 @@ import (
 	"github.com/mosemu/mosemu/configs"
 	"github.com/mosemu/mosemu/emu/console"
 	"github.com/mosemu/mosemu/emu/httpd"
-	"github.com/mosemu/mosemu/emu/i2c"
 	"github.com/mosemu/mosemu/mqtt"
 	"github.com/mosemu/mosemu/rpc"
 	"github.com/mosemu/mosemu/rpc/auth"
@@ -231,7 +230,7 @@ func (d *Device) startMQTT(fw *firmware) {
 // sys.atca.i2c_addr and, when the chip answers, registers the ATCA.*
 // service. A chip that is not on the bus (wired to other pins or another
 // address) is logged and the device boots without it.
-func (d *Device) startATCA(fw *firmware, bus *i2c.Bus) error {
+func (d *Device) startATCA(fw *firmware, bus i2cBus) error {
 	cfg := fw.cfg.Get()
 	if !cfg.Bool("sys.atca.enable") {
 		return nil

@@ -113,7 +113,7 @@ var errI2CInit = errors.New("boot: i2c init failed; the firmware restarts")
 // esp32_i2c_master.c on the ESP32): with i2c.enable it sets up the global
 // bus on i2c.sda_gpio/i2c.scl_gpio. Parts answer on it only if they are
 // wired to exactly those pins. It returns nil when I2C is disabled.
-func (d *Device) startI2C(cfg *configs.Config) (*i2c.Bus, error) {
+func (d *Device) startI2C(cfg *configs.Config) (i2cBus, error) {
 	if !cfg.Bool("i2c.enable") {
 		return nil, nil
 	}
@@ -137,5 +137,67 @@ func (d *Device) startI2C(cfg *configs.Config) (*i2c.Bus, error) {
 			bus.Attach(byte(w.Addr), d.chip)
 		}
 	}
+	if cfg.Bool("i2c.debug") {
+		return &debugBus{Bus: bus, d: d}, nil
+	}
 	return bus, nil
+}
+
+// i2cBus is the firmware's global I2C bus.
+type i2cBus interface {
+	Write(addr byte, p []byte) error
+	Read(addr byte, p []byte) (int, error)
+}
+
+// debugBus logs bus activity as mgos_i2c_gpio.c does with i2c.debug (at
+// LL_DEBUG: seen with debug.level 3).
+type debugBus struct {
+	*i2c.Bus
+	d *Device
+}
+
+func (b *debugBus) log(msg string) { b.d.log.Debug(msg, console.Src("mgos_i2c_gpio.c", 57)) }
+
+func (b *debugBus) start(addr byte, mode byte, acked bool) {
+	rw := byte(0)
+	if mode == 'R' {
+		rw = 1
+	}
+	b.log(fmt.Sprintf(" addr 0x%02x, mode %c => ab 0x%02x", addr, mode, addr<<1|rw))
+	b.log(fmt.Sprintf(" sent 0x%02x, recd %s", addr<<1|rw, ackText(acked)))
+}
+
+func ackText(ack bool) string {
+	if ack {
+		return "ACK"
+	}
+	return "NAK"
+}
+
+// Write logs and performs a write transaction.
+func (b *debugBus) Write(addr byte, p []byte) error {
+	b.log(fmt.Sprintf("write %d to %d, stop? 1", len(p), addr))
+	err := b.Bus.Write(addr, p)
+	nack := errors.Is(err, i2c.ErrNACK)
+	b.start(addr, 'W', !nack)
+	if !nack {
+		for _, c := range p {
+			b.log(fmt.Sprintf(" sent 0x%02x, recd ACK", c))
+		}
+	}
+	b.log(" stop")
+	return err
+}
+
+// Read logs and performs a read transaction.
+func (b *debugBus) Read(addr byte, p []byte) (int, error) {
+	b.log(fmt.Sprintf("read %d from %d, start? 1, stop? 1", len(p), addr))
+	n, err := b.Bus.Read(addr, p)
+	nack := errors.Is(err, i2c.ErrNACK)
+	b.start(addr, 'R', !nack)
+	for i := 0; i < n && !nack; i++ {
+		b.log(fmt.Sprintf(" recd 0x%02x, sent %s", p[i], ackText(i < n-1)))
+	}
+	b.log(" stop")
+	return n, err
 }

@@ -289,3 +289,28 @@ func FuzzParseWire(f *testing.F) {
 		}
 	})
 }
+
+// TestI2CDebug: with i2c.debug and debug.level 3 the bus activity of the
+// ATCA init shows on the console, as mgos_i2c_gpio.c logs it.
+func TestI2CDebug(t *testing.T) {
+	var con consoleBuf
+	d, err := New(Options{Arch: "esp8266", StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Seed: 8, Console: &con})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := d.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	con.Reset()
+	if err := setAndReboot(t, d, map[string]any{"sys": map[string]any{"atca": map[string]any{"enable": true}},
+		"i2c": map[string]any{"enable": true, "debug": true}, "debug": map[string]any{"level": 3}}); err != nil {
+		t.Fatal(err)
+	}
+	log := con.String()
+	for _, want := range []string{" addr 0x60, mode W => ab 0xc0", " sent 0xc0, recd ACK", " addr 0x60, mode R => ab 0xc1", " stop"} {
+		if !strings.Contains(log, want) {
+			t.Fatalf("console lacks %q:\n%s", want, log)
+		}
+	}
+}
