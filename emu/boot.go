@@ -2,6 +2,7 @@ package emu
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -57,16 +58,18 @@ func (d *Device) cpuView(encrypted bool) flash.Device {
 // ROM, 2nd-stage bootloader, Mongoose OS. A stage that fails returns a
 // *BootError.
 func (d *Device) boot() (_ *firmware, err error) {
-	fw := &firmware{started: time.Now(), ram: devtls.NewRAM(d.board.RAMSize, d.board.RAMFreeAtBoot)}
+	fw := &firmware{started: time.Now(), ram: devtls.NewRAMReserve(d.board.RAMSize, d.board.RAMFreeAtBoot, d.board.HeapReserve)}
 	defer func() {
 		if err != nil {
 			fw.stop()
 		}
 	}()
-	if d.board.Arch == "esp8266" {
-		d.printROMBanner(d.cause, false)
-		if err := d.esp8266Images(); err != nil {
-			return nil, err
+	if d.board.Arch == "esp8266" { // ROM, rBoot, app slot: boot8266.go
+		if fw.fsPart, err = d.boot8266(); err != nil {
+			if errors.Is(err, errNoROM) { // the ROM or rBoot stops: no loop
+				return nil, &BootError{Stage: "ROM", Reason: err.Error()}
+			}
+			return nil, d.firmwareFailure(err.Error())
 		}
 	} else {
 		if err := d.romBootESP32(); err != nil {
@@ -75,8 +78,8 @@ func (d *Device) boot() (_ *firmware, err error) {
 		if fw.table, _, err = d.bootloaderESP32(); err != nil {
 			return nil, err
 		}
+		d.banner()
 	}
-	d.banner()
 
 	// Locate the root filesystem.
 	if d.board.HasPartitionTable {
@@ -84,9 +87,6 @@ func (d *Device) boot() (_ *firmware, err error) {
 		if fw.fsPart, ok = fw.table.RootFS(); !ok {
 			return nil, d.firmwareFailure("no filesystem partition in the partition table")
 		}
-	} else {
-		fw.fsPart = partition.Entry{Type: partition.TypeData, Subtype: partition.SubSPIFFS,
-			Offset: uint32(d.board.FSOffset), Size: uint32(d.board.FSSize), Label: "fs0"}
 	}
 	dev := flash.NewWindow(d.cpuView(fw.fsPart.Encrypted()), int64(fw.fsPart.Offset), int64(fw.fsPart.Size))
 	raw := flash.NewWindow(d.flash, int64(fw.fsPart.Offset), int64(fw.fsPart.Size))
@@ -162,10 +162,7 @@ func (d *Device) factoryProvision() error {
 			}
 		}
 	case "esp8266":
-		// rBoot config sector and app0 header: enough for a dump to look right.
-		if _, err := d.flash.WriteAt(buildImage(0x40100004, []imageSeg{{0x40100000, standIn("irom", 0x400)}}, false), 0x100000); err != nil {
-			return err
-		}
+		return d.provision8266()
 	}
 	return nil
 }

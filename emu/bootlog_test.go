@@ -21,8 +21,10 @@ func lastBoot(console string) string {
 		return ""
 	}
 	s := console[i:]
-	if j := strings.Index(s, "mgos_init.c"); j >= 0 {
-		s = s[:j]
+	for _, fw := range []string{"mgos_init.c", "esp_main.c"} { // the firmware's first line
+		if j := strings.Index(s, fw); j >= 0 {
+			s = s[:j]
+		}
 	}
 	return s
 }

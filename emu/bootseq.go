@@ -63,10 +63,13 @@ const bootLoopDelay = 2 * time.Second
 type BootError struct {
 	Stage  string     // "ROM", "bootloader" or "firmware"
 	Reason string     // as the stage printed it
-	next   resetCause // the reset that starts the next iteration of the loop
+	next   resetCause // the reset that starts the next iteration of the loop; 0: the chip halts
 }
 
 func (f *BootError) Error() string {
+	if f.next == 0 {
+		return fmt.Sprintf("%s: %s (halted)", f.Stage, f.Reason)
+	}
 	return fmt.Sprintf("%s: %s (boot loop, next reset %s)", f.Stage, f.Reason, f.next)
 }
 
@@ -150,20 +153,20 @@ func clockDiv(sizeFreq byte) int {
 	return 2
 }
 
-// bootLog prints the 2nd-stage bootloader's ESP_LOG lines, "I (29) tag: msg",
+// idfLog prints the 2nd-stage bootloader's ESP_LOG lines, "I (29) tag: msg",
 // with a millisecond counter that advances as the real one roughly does.
-type bootLog struct {
+type idfLog struct {
 	d  *Device
 	ms int
 }
 
-func (l *bootLog) line(level, tag, format string, args ...any) {
+func (l *idfLog) line(level, tag, format string, args ...any) {
 	l.d.out.Raw(fmt.Sprintf("%s (%d) %s: %s\n", level, l.ms, tag, fmt.Sprintf(format, args...)))
 	l.ms += 5
 }
 
-func (l *bootLog) info(tag, format string, args ...any) { l.line("I", tag, format, args...) }
-func (l *bootLog) err(tag, format string, args ...any)  { l.line("E", tag, format, args...) }
+func (l *idfLog) info(tag, format string, args ...any) { l.line("I", tag, format, args...) }
+func (l *idfLog) err(tag, format string, args ...any)  { l.line("E", tag, format, args...) }
 
 // partitionUsage is the bootloader's description of a partition type.
 func partitionUsage(e partition.Entry) string {
@@ -197,7 +200,7 @@ func partitionUsage(e partition.Entry) string {
 // table, first-boot flash encryption, app image verification. It returns
 // the table and the app partition it loaded.
 func (d *Device) bootloaderESP32() (partition.Table, partition.Entry, error) {
-	l := &bootLog{d: d, ms: 29}
+	l := &idfLog{d: d, ms: 29}
 	l.info("boot", "ESP-IDF v4.4.4 2nd stage bootloader")
 	l.ms = 29
 	l.info("boot", "compile time 00:00:00")
@@ -274,7 +277,7 @@ func (d *Device) bootloaderESP32() (partition.Table, partition.Entry, error) {
 // slot otadata selects (the valid entry with the highest sequence number,
 // slot = (seq-1) mod the number of OTA apps), else the factory app, else
 // OTA 0; then the others.
-func (d *Device) bootOrder(l *bootLog, table partition.Table) []partition.Entry {
+func (d *Device) bootOrder(l *idfLog, table partition.Table) []partition.Entry {
 	var factory, ota []partition.Entry
 	for _, e := range table {
 		switch {
@@ -367,8 +370,3 @@ func (d *Device) chipRevision() int {
 func (d *Device) plaintextFlashesLeft() int {
 	return (7 - bits.OnesCount8(d.efuses.FlashCryptCnt())) / 2
 }
-
-// esp8266Images is the hook for the ESP8266 boot chain (rBoot and its
-// image checks): called after the ROM line, before the firmware starts. A
-// *BootError it returns makes the chip loop like the ESP32 stages do.
-func (d *Device) esp8266Images() error { return nil }

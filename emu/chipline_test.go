@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -133,24 +132,6 @@ func (h *romHost) flashROM(off uint32, data []byte) {
 			h.t.Fatalf("FLASH_DATA %d: %x", i, r)
 		}
 	}
-}
-
-// consoleBuf collects the console log.
-type consoleBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (c *consoleBuf) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.b.Write(p)
-}
-
-func (c *consoleBuf) String() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.b.String()
 }
 
 func newSerialDevice(t *testing.T, dir string, con *consoleBuf) *Device {
@@ -430,7 +411,7 @@ func TestDownloadModeExits(t *testing.T) {
 	}
 	h := openROMHost(t, d)
 	h.sync()
-	code := make([]byte, 0x100)
+	code := make([]byte, 0x1800) // esptool's ESP32 stub text: the entry lies in it
 	h.rom(romloader.CmdMemBegin, le32(uint32(len(code)), 1, 0x1800, 0x400a8000), 0)
 	h.rom(romloader.CmdMemData, append(le32(uint32(len(code)), 0, 0, 0), code...), xorSum(code))
 	h.rom(romloader.CmdMemEnd, le32(0, 0x400a902c), 0)

@@ -42,7 +42,7 @@ func (d *Device) efusePath() string { return filepath.Join(d.opts.StateDir, Efus
 // the plaintext flashes left. Every burn is on disk before the next step,
 // as real efuses are permanent the moment they are burnt: a power cut in
 // the middle leaves the key burnt and the flash half encrypted.
-func (d *Device) bootloaderEncrypt(l *bootLog, table partition.Table) error {
+func (d *Device) bootloaderEncrypt(l *idfLog, table partition.Table) error {
 	if d.efuses == nil {
 		return nil
 	}

@@ -64,6 +64,9 @@ type Options struct {
 	// flasher stub), so that tool timeouts and progress bars can be tested.
 	// Off by default: a pty is as fast as the host.
 	BaudTiming bool
+	// Wiring, when non-nil, rewires the board (saved in the state file);
+	// nil keeps the state's wiring (DefaultWiring on a new board).
+	Wiring []Wire
 }
 
 // Device is one emulated board. Its methods are safe for concurrent use.
@@ -120,6 +123,12 @@ func New(opts Options) (*Device, error) {
 	}
 	if opts.Arch != "" && opts.Arch != id.Arch {
 		return nil, fmt.Errorf("emu: state %s belongs to an %s device, not %s", opts.StateDir, id.Arch, opts.Arch)
+	}
+	if opts.Wiring != nil {
+		id.Wiring = opts.Wiring
+		if err := saveIdentity(opts.StateDir, id); err != nil {
+			return nil, err
+		}
 	}
 	board, _ := BoardFor(id.Arch)
 	d := &Device{opts: opts, board: board, id: id, httpAddr: orDefault(opts.HTTPAddr, "127.0.0.1:0")}
@@ -306,7 +315,9 @@ func (d *Device) bootLocked() error {
 			f = &BootError{Stage: "firmware", Reason: err.Error(), next: resetSoftwareCPU}
 		}
 		d.bootErr = f
-		d.scheduleBootLoopLocked(f.next)
+		if f.next != 0 {
+			d.scheduleBootLoopLocked(f.next)
+		}
 		return f
 	}
 }

@@ -31,13 +31,11 @@ const downloadIdle = 10 * time.Second
 var rpcHandshake = []byte("\"\"\"\x04\"\"\"")
 
 // isSyncRequest reports whether a SLIP frame is a ROM loader SYNC request:
-// direction 0, command 0x08, 36 bytes 07 07 12 20 and 32 × 0x55.
+// direction 0, command 0x08, 36 bytes of data starting 07 07 12 20 (tools
+// send 32 × 0x55 after it; the magic is what identifies the request).
 func isSyncRequest(f []byte) bool {
-	if len(f) != 8+36 || f[0] != 0x00 || f[1] != romloader.CmdSync || f[2] != 36 || f[3] != 0 {
-		return false
-	}
-	d := f[8:]
-	return bytes.Equal(d[:4], []byte{0x07, 0x07, 0x12, 0x20}) && bytes.Count(d[4:], []byte{0x55}) == 32
+	return len(f) == 8+36 && f[0] == 0x00 && f[1] == romloader.CmdSync && f[2] == 36 && f[3] == 0 &&
+		bytes.HasPrefix(f[8:], []byte{0x07, 0x07, 0x12, 0x20})
 }
 
 // serialInput is the chip's UART0 receiver (the port's only consumer).

@@ -2,6 +2,7 @@ package emu
 
 import (
 	"bytes"
+	"context"
 	"crypto/md5"
 	"crypto/rand"
 	"encoding/hex"
@@ -21,7 +22,9 @@ type esptoolJSResult struct {
 	Crystal                                                 float64
 }
 
-// runEsptoolJS runs interop.mjs against the device's pty.
+// runEsptoolJS runs interop.mjs against the device's pty and checks what
+// esptool-js detected: chip, MAC and, on an ESP32, the features and the
+// crystal the factory efuses and UART divider give.
 func runEsptoolJS(t *testing.T, d *Device, args ...string) esptoolJSResult {
 	t.Helper()
 	dir := filepath.Join("testdata", "esptool-js")
@@ -39,34 +42,51 @@ func runEsptoolJS(t *testing.T, d *Device, args ...string) esptoolJSResult {
 	if jerr := json.Unmarshal(lines[len(lines)-1], &r); jerr != nil || err != nil || r.Error != "" {
 		t.Fatalf("esptool-js: %v %v %s", err, jerr, out)
 	}
-	mac := d.Efuses().MAC()
-	if r.Chip != "ESP32-D0WDQ6 (revision 1)" || r.MAC != strings.ToLower(macColons(mac)) || r.Crystal != 40 ||
-		!strings.Contains(r.Features, "240MHz") || !strings.Contains(r.Features, "Dual Core") {
+	ok := r.MAC == strings.ToLower(macColons(d.mac()))
+	if d.Board().Arch == "esp32" {
+		ok = ok && r.Chip == "ESP32-D0WDQ6 (revision 1)" && r.Crystal == 40 &&
+			strings.Contains(r.Features, "240MHz") && strings.Contains(r.Features, "Dual Core")
+	} else {
+		ok = ok && r.Chip == "ESP8266EX" && r.Crystal == 26
+	}
+	if !ok {
 		t.Fatalf("esptool-js saw %+v", r)
 	}
 	return r
 }
 
 // TestEsptoolJS drives the device's pty with the real esptool-js (npm),
-// through testdata/esptool-js/interop.mjs: chip detection (revision,
-// 240 MHz rating, crystal, MAC from the factory efuses), a compressed
-// flash write through the esptool stub, MD5, read back.
+// through testdata/esptool-js/interop.mjs: chip detection (on an ESP32 the
+// revision, 240 MHz rating and crystal from the factory efuses), MAC, a
+// compressed flash write through the esptool stub, MD5, read back; on an
+// ESP32 and on an ESP8266.
 func TestEsptoolJS(t *testing.T) {
-	d := startDevice(t, t.TempDir(), true)
-	img := make([]byte, 50000)
-	rand.Read(img)
-	path := filepath.Join(t.TempDir(), "img.bin")
-	os.WriteFile(path, img, 0o644)
-	r := runEsptoolJS(t, d, "write", path, "0x300000")
-	sum := md5.Sum(img)
-	want := hex.EncodeToString(sum[:])
-	if r.MD5 != want || r.ReadBackMD5 != want {
-		t.Fatalf("esptool-js saw %+v, want MD5 %s", r, want)
-	}
-	got := make([]byte, len(img))
-	d.Flash().ReadAt(got, 0x300000)
-	if !bytes.Equal(got, img) {
-		t.Fatal("flash content differs from the image esptool-js wrote")
+	for _, arch := range []string{"esp32", "esp8266"} {
+		t.Run(arch, func(t *testing.T) {
+			d, err := New(Options{Arch: arch, StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Serial: true, Seed: 42})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			if err := d.Start(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			img := make([]byte, 50000)
+			rand.Read(img)
+			path := filepath.Join(t.TempDir(), "img.bin")
+			os.WriteFile(path, img, 0o644)
+			r := runEsptoolJS(t, d, "write", path, "0x300000")
+			sum := md5.Sum(img)
+			want := hex.EncodeToString(sum[:])
+			if r.MD5 != want || r.ReadBackMD5 != want {
+				t.Fatalf("esptool-js saw %+v, want MD5 %s", r, want)
+			}
+			got := make([]byte, len(img))
+			d.Flash().ReadAt(got, 0x300000)
+			if !bytes.Equal(got, img) {
+				t.Fatal("flash content differs from the image esptool-js wrote")
+			}
+		})
 	}
 }
 

@@ -121,7 +121,7 @@ func TestEsptoolStubParity(t *testing.T) {
 	c := &encChip{fakeChip{esp32: true, fl: flash.NewMemory(4 << 20), regs: map[uint32]uint32{}}}
 	l := New(c, &out)
 	rom1 := l.readReg(0x40000400)
-	code := make([]byte, 0x100)
+	code := make([]byte, 0x1800) // the entry lies in the uploaded text
 	l.Feed(request(CmdMemBegin, words(uint32(len(code)), 1, 0x1800, 0x400a8000), 0))
 	l.Feed(request(CmdMemData, append(words(uint32(len(code)), 0, 0, 0), code...), checksum(code)))
 	l.Feed(request(CmdMemEnd, words(0, 0x400a902c), 0))
@@ -180,9 +180,10 @@ func TestBaudChanges(t *testing.T) {
 	l.Feed(request(CmdMemBegin, words(8, 1, 0x1000, 0x40090000), 0))
 	l.Feed(request(CmdMemData, append(words(8, 0, 0, 0), params...), checksum(params)))
 	l.Feed(request(CmdMemEnd, words(1, 0), 0))
-	code := make([]byte, 64)
-	l.Feed(request(CmdMemBegin, words(64, 1, 0x1000, 0x40090008), 0))
-	l.Feed(request(CmdMemData, append(words(64, 0, 0, 0), code...), checksum(code)))
+	code := make([]byte, 4308) // mos's ESP32 stub size: the entry lies in it
+	l.Feed(request(CmdMemBegin, words(uint32(len(code)), 2, 0x1000, 0x40090008), 0))
+	l.Feed(request(CmdMemData, append(words(0x1000, 0, 0, 0), code[:0x1000]...), checksum(code[:0x1000])))
+	l.Feed(request(CmdMemData, append(words(uint32(len(code)-0x1000), 1, 0, 0), code[0x1000:]...), checksum(code[0x1000:])))
 	l.Feed(request(CmdMemEnd, words(0, 0x40091040), 0))
 	if !l.StubRunning() || len(c.bauds) != 2 || c.bauds[1] != 921600 {
 		t.Fatalf("mos stub start: running %v, bauds %v", l.StubRunning(), c.bauds)
