@@ -123,15 +123,6 @@ func (d *Device) bootloaderEncrypt(l *idfLog, table partition.Table) error {
 	return errEncryptionDone
 }
 
-func isDataPartition(t partition.Table, off int64) bool {
-	for _, p := range t {
-		if int64(p.Offset) == off {
-			return p.Type == partition.TypeData
-		}
-	}
-	return false
-}
-
 // SetBootloaderFlashEncryption marks the device's bootloader as built with
 // (or without) flash encryption, as flashing such a bootloader would. With
 // it, the next boot that finds FLASH_CRYPT_CNT even encrypts the flash.

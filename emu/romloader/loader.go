@@ -132,7 +132,6 @@ type Loader struct {
 // maxInFlight bytes are unacknowledged.
 type streamRead struct {
 	addr, n, packet, maxInFlight, sent, acked uint32
-	digest                                    []byte
 }
 
 // inflater decompresses a FLASH_DEFL_* stream as its blocks arrive and
@@ -235,13 +234,6 @@ func (l *Loader) Feed(p []byte) (Exit, bool) {
 // StubRunning reports whether a flasher stub (mos's or esptool's) has been
 // uploaded and started: the ROM no longer answers, the stub does.
 func (l *Loader) StubRunning() bool { return l.stub != nil || l.esptoolStub }
-
-func (l *Loader) statusLen() int {
-	if l.t.ESP32() {
-		return 4
-	}
-	return 2
-}
 
 func (l *Loader) reply(cmd byte, value uint32, data []byte, status, errCode byte) {
 	body := append(append([]byte(nil), data...), status, errCode)
