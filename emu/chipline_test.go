@@ -473,3 +473,20 @@ func TestESP8266DownloadMode(t *testing.T) {
 		t.Fatalf("console:\n%s", con.String())
 	}
 }
+
+// TestSysRebootDiesWithTheFirmware: a Sys.Reboot scheduled by the firmware
+// does not pull the chip out of download mode when a SYNC reset it first.
+func TestSysRebootDiesWithTheFirmware(t *testing.T) {
+	d := newSerialDevice(t, t.TempDir(), nil)
+	if err := d.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	call(t, dial(t, "ws://"+d.HTTPAddr()+"/rpc"), "Sys.Reboot", map[string]any{"delay_ms": 200})
+	h := openROMHost(t, d)
+	h.sync()
+	time.Sleep(400 * time.Millisecond)
+	if !d.InDownloadMode() {
+		t.Fatal("the firmware's scheduled reboot left download mode")
+	}
+	h.readReg(0x40001000)
+}

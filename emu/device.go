@@ -232,8 +232,8 @@ func (d *Device) Start(ctx context.Context) error {
 }
 
 // Reboot restarts the chip as esp_restart() does (rst:0xc SW_CPU_RESET):
-// connections drop, config and files reload. In download mode it does
-// nothing: the ROM loader owns the chip.
+// connections drop, config and files reload. In download mode it resets
+// the chip out of it, as the reset button does.
 func (d *Device) Reboot() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -241,9 +241,22 @@ func (d *Device) Reboot() error {
 		return errors.New("emu: device closed")
 	}
 	if d.loader != nil {
-		return errors.New("emu: the chip is in download mode")
+		d.leaveDownloadLocked(resetSoftwareCPU, "reset")
+		return d.bootErr
 	}
 	return d.resetLocked(resetSoftwareCPU)
+}
+
+// firmwareRestart is esp_restart() called by the running firmware (a
+// scheduled Sys.Reboot): a firmware that a SYNC or a reset has stopped in
+// the meantime restarts nothing.
+func (d *Device) firmwareRestart() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed || d.loader != nil || d.fw == nil {
+		return
+	}
+	d.resetLocked(resetSoftwareCPU)
 }
 
 // BootError returns why the last boot failed, or nil.

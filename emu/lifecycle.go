@@ -27,7 +27,7 @@ func (d *Device) ScheduleReboot(delay time.Duration) {
 		d.rebootMu.Lock()
 		d.rebootDue = time.Time{}
 		d.rebootMu.Unlock()
-		d.Reboot()
+		d.firmwareRestart()
 	})
 }
 
