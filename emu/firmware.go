@@ -53,6 +53,7 @@ func (d *Device) startFirmware(fw *firmware) error {
 		rpc.RegisterSys(disp, &sysDevice{d: d, fw: fw})
 	}
 	d.startATCA(fw)
+	d.startOTA(fw)
 	if cfg.Bool("http.enable") {
 		if err := d.startHTTP(fw); err != nil {
 			return err
@@ -160,9 +161,10 @@ func (s *sysDevice) Info() rpc.SysInfo {
 	mac := s.d.mac()
 	total, used := s.fw.fs.Usage()
 	ramTotal, ramFree, ramMin := s.fw.ram.Stats()
+	fwid := s.d.fwIdentity(s.fw)
 	return rpc.SysInfo{
-		ID: cfg.String("device.id"), App: AppName, FWVersion: FWVersion,
-		FWID: s.d.fwID(), MGVersion: MGVersion, MGID: MGID,
+		ID: cfg.String("device.id"), App: fwid.Name, FWVersion: fwid.Version,
+		FWID: fwid.BuildID, MGVersion: MGVersion, MGID: MGID,
 		MAC:  strings.ReplaceAll(macColons(mac), ":", ""),
 		Arch: s.d.board.Arch, Uptime: int64(time.Since(s.fw.started).Seconds()),
 		PublicKey: cfg.String("device.public_key"),
