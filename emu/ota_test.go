@@ -378,7 +378,7 @@ func TestOTAInterruptedTransfer(t *testing.T) {
 	bundle := firmwareZip(t, "2.0", nil)
 	call(t, c, "OTA.Begin", map[string]any{"size": len(bundle)})
 	for off := 0; off < len(bundle)/2; off += 2048 {
-		call(t, c, "OTA.Write", map[string]any{"offset": off, "data": base64.StdEncoding.EncodeToString(bundle[off:off+2048])})
+		call(t, c, "OTA.Write", map[string]any{"offset": off, "data": base64.StdEncoding.EncodeToString(bundle[off : off+2048])})
 	}
 	// A retried chunk is accepted, a gap is refused.
 	call(t, c, "OTA.Write", map[string]any{"offset": 0, "data": base64.StdEncoding.EncodeToString(bundle[:2048])})
