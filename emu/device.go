@@ -85,6 +85,7 @@ type Device struct {
 	chip   *atca.Chip    // the ATECC608A on the I2C bus
 	crypt  *flashenc.View
 
+	mqttLog   *mqttLog // console over MQTT (debug.stderr_topic)
 	ownSchema *configs.Schema
 	macFn     func() [6]byte // factory MAC source; nil derives it from the seed
 }
@@ -109,6 +110,8 @@ func New(opts Options) (*Device, error) {
 		d.out.AddSink(&console.WriterSink{W: opts.Console})
 	}
 	d.log = console.NewLogger(d.out)
+	d.mqttLog = &mqttLog{}
+	d.out.AddSink(d.mqttLog)
 	if board.HasEfuses {
 		if d.efuses, err = efuse.Load(d.efusePath(), id.Seed); err != nil {
 			return nil, fmt.Errorf("emu: %s: %w", d.efusePath(), err)

@@ -219,6 +219,9 @@ func (d *Device) startMQTT(fw *firmware) {
 		RPCQoS: byte(cfg.Int("rpc.mqtt.qos")), RPCHandler: fw.disp,
 	}, d.log)
 	fw.onStop(fw.mqtt.Close)
+	if topic := cfg.String("debug.stderr_topic"); topic != "" {
+		fw.onStop(d.mqttLog.start(fw.mqtt, cfg.String("device.id"), topic))
+	}
 }
 
 // startATCA attaches the ATECC608A to the I2C bus and, when sys.atca.enable
