@@ -12,6 +12,7 @@ import (
 	"github.com/mosemu/mosemu/emu/console"
 	"github.com/mosemu/mosemu/emu/flash"
 	"github.com/mosemu/mosemu/emu/ota"
+	"github.com/mosemu/mosemu/emu/wifi"
 	"github.com/mosemu/mosemu/emu/partition"
 	lfs "github.com/mosemu/mosemu/fs"
 	"github.com/mosemu/mosemu/mqtt"
@@ -33,6 +34,7 @@ type firmware struct {
 	atca    *atcahost.Driver // nil without sys.atca.enable or a chip
 	boot    *ota.Boot        // app slot and update state; nil without OTA slots
 	updater *ota.Updater     // nil without OTA slots
+	wifi    *wifi.Station
 	stops   []func()         // run in reverse order on stop
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/mosemu/mosemu/emu/flash"
 	"github.com/mosemu/mosemu/emu/flashenc"
 	"github.com/mosemu/mosemu/emu/uart"
+	"github.com/mosemu/mosemu/emu/wifi"
 )
 
 // Options configure a Device.
@@ -56,6 +57,8 @@ type Options struct {
 	// as the real board (ESP32 1-3 s, ESP8266 7-15 s), for testing client
 	// timeouts. Off by default.
 	TLSHandshakeLatency bool
+	// WiFiAPs are the access points the device's Wi-Fi sees when it scans.
+	WiFiAPs []wifi.AP
 }
 
 // Device is one emulated board. Its methods are safe for concurrent use.

@@ -54,6 +54,7 @@ func (d *Device) startFirmware(fw *firmware) error {
 	}
 	d.startATCA(fw)
 	d.startOTA(fw)
+	d.startWiFi(fw)
 	if cfg.Bool("http.enable") {
 		if err := d.startHTTP(fw); err != nil {
 			return err
@@ -170,7 +171,7 @@ func (s *sysDevice) Info() rpc.SysInfo {
 		PublicKey: cfg.String("device.public_key"),
 		RAMSize:   int64(ramTotal), RAMFree: int64(ramFree), RAMMinFree: int64(ramMin),
 		FSSize: total, FSFree: total - used,
-		WiFi: &rpc.WiFiInfo{StaIP: "", APIP: cfg.String("wifi.ap.ip"), Status: "disconnected", SSID: ""},
+		WiFi: s.fw.wifiInfo(),
 	}
 }
 

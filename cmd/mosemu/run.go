@@ -17,6 +17,8 @@ func runCmd() *cobra.Command {
 	var opts emu.Options
 	var quiet, broker bool
 	var brokerAddr string
+	var wifiAPs []string
+	var wifiAPsFile string
 	c := &cobra.Command{
 		Use:   "run",
 		Short: "Start a device and serve it until SIGINT/SIGTERM",
@@ -29,6 +31,9 @@ The console log is mirrored to stderr unless --quiet.`,
 				opts.Console = os.Stderr
 			}
 			opts.Serial = true
+			if err := addWiFiAPs(&opts, wifiAPs, wifiAPsFile); err != nil {
+				return err
+			}
 			if broker {
 				b, err := mqtt.StartBroker(brokerAddr, nil)
 				if err != nil { // the default port is taken: pick another
@@ -73,6 +78,8 @@ The console log is mirrored to stderr unless --quiet.`,
 	f.BoolVar(&opts.TLSDynamicBuffers, "mbedtls-dynamic-buffers", false, "model mbedTLS with the dynamic-buffer patch (~1 KiB per idle TLS connection instead of ~40 KiB)")
 	f.BoolVar(&broker, "broker", true, "start an embedded MQTT broker and connect the device to it (unless its config names another mqtt.server)")
 	f.StringVar(&brokerAddr, "broker-addr", "127.0.0.1:1883", "address of the embedded MQTT broker")
+	f.StringArrayVar(&wifiAPs, "wifi-ap", nil, "an access point the device's Wi-Fi sees, SSID[:PASSWORD[:RSSI]] (repeatable)")
+	f.StringVar(&wifiAPsFile, "wifi-aps", "", `JSON file of access points: [{"ssid":"Lab","pass":"secret123","rssi":-60,"channel":6,"net":"10.0.0.0/24"}]`)
 	return c
 }
 
