@@ -12,8 +12,8 @@ import (
 	"github.com/mosemu/mosemu/emu/console"
 	"github.com/mosemu/mosemu/emu/flash"
 	"github.com/mosemu/mosemu/emu/ota"
-	"github.com/mosemu/mosemu/emu/wifi"
 	"github.com/mosemu/mosemu/emu/partition"
+	"github.com/mosemu/mosemu/emu/wifi"
 	lfs "github.com/mosemu/mosemu/fs"
 	"github.com/mosemu/mosemu/mqtt"
 	"github.com/mosemu/mosemu/rpc"
@@ -35,7 +35,7 @@ type firmware struct {
 	boot    *ota.Boot        // app slot and update state; nil without OTA slots
 	updater *ota.Updater     // nil without OTA slots
 	wifi    *wifi.Station
-	stops   []func()         // run in reverse order on stop
+	stops   []func() // run in reverse order on stop
 }
 
 func (fw *firmware) onStop(f func()) { fw.stops = append(fw.stops, f) }
