@@ -107,6 +107,9 @@ func (d *Device) boot() (_ *firmware, err error) {
 		d.revertFailedUpdate(fw.boot, err)
 		return nil, fmt.Errorf("boot: applying the update: %w", err)
 	}
+	if err := d.provision(fw.fs); err != nil {
+		return nil, err
+	}
 	if err := d.startFirmware(fw); err != nil {
 		d.revertFailedUpdate(fw.boot, err)
 		return nil, err
@@ -152,6 +155,9 @@ func (d *Device) firstBootProvision() error {
 	}
 	d.log.Debug("Blank flash: writing the factory image", console.Src("mosemu", 0))
 	d.forgetUpdates()
+	if err := d.writeFactoryFS(); err != nil {
+		return err
+	}
 	built := time.Now()
 	switch d.board.Arch {
 	case "esp32":

@@ -180,13 +180,8 @@ func (s *sysDevice) SetDebugLevel(l int)        { s.d.out.SetLevel(l) }
 
 // mqttServer returns the broker the firmware connects to, or "".
 func (d *Device) mqttServer(cfg *configs.Config) string {
-	server := cfg.String("mqtt.server")
-	defaultServer := server == "iot.eclipse.org:1883"
-	switch {
-	case d.opts.MQTTBroker != "" && defaultServer:
-		return d.opts.MQTTBroker
-	case cfg.Bool("mqtt.enable") && server != "":
-		return server
+	if cfg.Bool("mqtt.enable") {
+		return cfg.String("mqtt.server")
 	}
 	return ""
 }
