@@ -75,6 +75,8 @@ type Device struct {
 	mu       sync.Mutex
 	fw       *firmware // running firmware, nil when halted or in download mode
 	httpAddr string    // actual host address of the HTTP server, kept across reboots
+	httpTLS  bool      // the HTTP server runs TLS (http.ssl_cert set)
+	httpPort string    // the firmware's http.listen_addr
 	closed   bool
 	bootErr  error
 	ctx      context.Context

@@ -100,6 +100,7 @@ func (d *Device) startHTTP(fw *firmware) error {
 		return fmt.Errorf("boot: HTTP server: %w", err)
 	}
 	d.httpAddr = tcp.Addr().String() // keep the port across reboots
+	d.httpTLS, d.httpPort = tc != nil, cfg.String("http.listen_addr")
 	var l net.Listener = &devtls.Listener{Listener: tcp, RAM: fw.ram, Cost: cost, Log: d.log}
 	if tc != nil {
 		if d.opts.TLSHandshakeLatency {
@@ -109,7 +110,7 @@ func (d *Device) startHTTP(fw *firmware) error {
 			}
 			l = &devtls.SlowListener{Listener: l, Min: lat[0], Max: lat[1]}
 		}
-		l = tls.NewListener(l, tc)
+		l = tls.NewListener(&devtls.RecordListener{Listener: l, Log: d.log}, tc)
 	}
 	mux := http.NewServeMux()
 	rpcCh := &rpc.HTTPChannel{Handler: fw.disp,

@@ -87,8 +87,15 @@ func printWhere(d *emu.Device, took time.Duration) {
 	id := d.Identity()
 	fmt.Printf("mosemu: %s device up in %v (state %s)\n", id.Arch, took.Round(time.Millisecond), d.StateDir())
 	if a := d.HTTPAddr(); a != "" {
-		fmt.Printf("  RPC over WebSocket: mos --port ws://%s/rpc call Sys.GetInfo\n", a)
-		fmt.Printf("  RPC over HTTP:      curl http://%s/rpc/Sys.GetInfo\n", a)
+		ws, web, k := "ws", "http", ""
+		if d.HTTPTLS() {
+			ws, web, k = "wss", "https", "-k "
+		}
+		fmt.Printf("  RPC over WebSocket: mos --port %s://%s/rpc call Sys.GetInfo\n", ws, a)
+		fmt.Printf("  RPC over HTTP:      curl %s%s://%s/rpc/Sys.GetInfo\n", k, web, a)
+		if la := d.HTTPListenAddr(); la != "" {
+			fmt.Printf("  (the device's http.listen_addr %s is served on the host at %s; --http changes it)\n", la, a)
+		}
 	}
 	if p := d.SerialPath(); p != "" {
 		fmt.Printf("  Serial (console, RPC, ROM loader): mos --port %s console\n", p)
