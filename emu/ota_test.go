@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/sha1"
 	"encoding/base64"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -20,6 +19,7 @@ import (
 	"time"
 
 	"github.com/mosemu/mosemu/emu/flash"
+	"github.com/mosemu/mosemu/emu/ota"
 	"github.com/mosemu/mosemu/emu/partition"
 	lfs "github.com/mosemu/mosemu/fs"
 	"github.com/mosemu/mosemu/rpc"
@@ -27,35 +27,11 @@ import (
 	"github.com/spf13/afero"
 )
 
-// testAppImage builds a valid ESP32 app image: a DROM segment starting
-// with an esp_app_desc_t, then a payload segment of pseudo-random bytes.
+// testAppImage builds a valid ESP32 app image with a pseudo-random payload.
 func testAppImage(project, version string, payload int) []byte {
-	desc := make([]byte, 256)
-	binary.LittleEndian.PutUint32(desc, 0xABCD5432)
-	copy(desc[16:48], version)
-	copy(desc[48:80], project)
-	copy(desc[80:96], "12:00:00")
-	copy(desc[96:112], "Nov 25 2026")
-	copy(desc[112:144], "v4.4.4")
 	body := make([]byte, payload)
 	rand.New(rand.NewSource(int64(payload))).Read(body)
-	img := []byte{0xE9, 2, 2, 0x20}
-	img = binary.LittleEndian.AppendUint32(img, 0x40081000)
-	img = append(img, 0xEE, 0, 0, 0, 0, 0, 0)
-	img = append(img, make([]byte, 9)...)
-	sum := byte(0xEF)
-	for i, seg := range [][]byte{desc, body} {
-		img = binary.LittleEndian.AppendUint32(img, uint32(0x3F400020+i*0x10000))
-		img = binary.LittleEndian.AppendUint32(img, uint32(len(seg)))
-		img = append(img, seg...)
-		for _, b := range seg {
-			sum ^= b
-		}
-	}
-	for (len(img)+1)%16 != 0 {
-		img = append(img, 0)
-	}
-	return append(img, sum)
+	return ota.AppImage(project, version, time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC), body)
 }
 
 // testFSImage builds a littlefs image of the fs partition's size with the

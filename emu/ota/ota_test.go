@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"testing"
+	"time"
 
 	"github.com/mosemu/mosemu/emu/flash"
 )
@@ -157,4 +158,38 @@ func FuzzVerifyImage(f *testing.F) {
 			t.Fatalf("image of %d bytes in %d", info.Size, len(b))
 		}
 	})
+}
+
+func TestAppImageVerifies(t *testing.T) {
+	img := AppImage("app", "2.1", time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC), bytes.Repeat([]byte{7}, 1000))
+	info, err := VerifyImage(bytes.NewReader(img), int64(len(img)))
+	if err != nil || info.Size != len(img) || info.Desc == nil || info.Desc.Version != "2.1" || info.Desc.Project != "app" || info.Desc.Date != "Nov 25 2026" {
+		t.Fatalf("%+v %v", info, err)
+	}
+	// Any change to segment data, segment lengths, the magic or the
+	// checksum is caught (load addresses and flash settings are not summed).
+	var check []int
+	for i := 32; i < 32+256; i++ {
+		check = append(check, i)
+	}
+	check = append(check, 0, 1, 28, 32+256+4, 32+256+8, len(img)-1)
+	for _, i := range check {
+		bad := append([]byte(nil), img...)
+		bad[i] ^= 0x40
+		if _, err := VerifyImage(bytes.NewReader(bad), int64(len(bad))); err == nil {
+			t.Fatalf("flipping byte %d went unnoticed", i)
+		}
+	}
+}
+
+func TestWriteBundleReads(t *testing.T) {
+	app := AppImage("x", "1", time.Now(), nil)
+	z, err := WriteBundle(BundleSpec{Name: "x", Platform: "esp32", Version: "1", BuildID: "b", App: app, FS: []byte("fs")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &recSink{}
+	if _, err := NewReader(s).Write(z); err != nil || fmt.Sprint(s.events) != "[manifest 1 begin x.bin "+fmt.Sprint(len(app))+" end x.bin begin fs.img 2 end fs.img]" {
+		t.Fatalf("%v %v", s.events, err)
+	}
 }
