@@ -4,7 +4,11 @@ import (
 	"archive/zip"
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	crand "crypto/rand"
 	"crypto/sha1"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -413,4 +417,41 @@ func TestOTAOverSerial(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFW(t, "http://"+d.HTTPAddr()+"/rpc", "2.0")
+}
+
+// TestOTASignedUpdates: with update.key0 and update.sig_req_mask=1 only a
+// bundle signed by key 0 (as mos create-fw-bundle --sign-key does) goes in.
+func TestOTASignedUpdates(t *testing.T) {
+	d := otaDevice(t, false)
+	url := "ws://" + d.HTTPAddr() + "/rpc"
+	c := dial(t, url)
+	good, _ := ecdsa.GenerateKey(elliptic.P256(), crand.Reader)
+	other, _ := ecdsa.GenerateKey(elliptic.P256(), crand.Reader)
+	pub, _ := x509.MarshalPKIXPublicKey(&good.PublicKey)
+	call(t, c, "Config.Set", map[string]any{"config": map[string]any{"update": map[string]any{
+		"key0": base64.StdEncoding.EncodeToString(pub), "sig_req_mask": 1}}, "save": true})
+	bundle := func(keys ...*ecdsa.PrivateKey) []byte {
+		z, err := ota.WriteBundle(ota.BundleSpec{Name: "mosemu", Platform: "esp32", Version: "2.0", BuildID: "b/2.0",
+			App: testAppImage("mosemu", "2.0", 1000), FS: testFSImage(t, nil), SignKeys: keys})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return z
+	}
+	for name, z := range map[string][]byte{"unsigned": bundle(), "signed by another key": bundle(other), "signed as sig1": bundle(nil, good)} {
+		var re *rpc.Error
+		if err := mosOTA(c, z, 2048, 0); !errors.As(err, &re) || re.Message != "Signature check failed" {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if err := mosOTA(c, bundle(good), 2048, 0); err != nil {
+		t.Fatal(err)
+	}
+	waitFW(t, url, "2.0")
+	// sig_req_mask=0 is a tombstone: no update goes in.
+	c = dial(t, url)
+	call(t, c, "Config.Set", map[string]any{"config": map[string]any{"update": map[string]any{"sig_req_mask": 0}}})
+	if err := mosOTA(c, bundle(good), 2048, 0); err == nil {
+		t.Error("an update went in with sig_req_mask=0")
+	}
 }

@@ -112,7 +112,12 @@ func (d *Device) startOTA(fw *firmware) {
 		Reboot: d.ScheduleReboot,
 		Settings: func() ota.Settings {
 			c := fw.cfg.Get()
-			return ota.Settings{Timeout: c.Int("update.timeout"), CommitTimeout: c.Int("update.commit_timeout")}
+			s := ota.Settings{Timeout: c.Int("update.timeout"), CommitTimeout: c.Int("update.commit_timeout"),
+				SigReqMask: c.Int("update.sig_req_mask")}
+			for i := range s.Keys {
+				s.Keys[i] = c.String(fmt.Sprintf("update.key%d", i))
+			}
+			return s
 		}}
 	fw.updater = u
 	fw.onStop(u.Abort)

@@ -1,6 +1,10 @@
 package main
 
 import (
+	"crypto/ecdsa"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -20,6 +24,7 @@ import (
 func fwBundleCmd() *cobra.Command {
 	var out, version, fsDir, name string
 	var payload int
+	var signKeys []string
 	c := &cobra.Command{
 		Use:   "fw-bundle",
 		Short: "Build an ESP32 firmware bundle (fw.zip) for mos ota / OTA.Update",
@@ -58,7 +63,11 @@ Sys.GetInfo reports its fw_version and fw_id.`,
 			}
 			app := ota.AppImage(name, version, built, make([]byte, payload))
 			buildID := built.Format("20060102-150405") + "/" + version + "@mosemu"
-			z, err := ota.WriteBundle(ota.BundleSpec{Name: name, Platform: "esp32", Version: version, BuildID: buildID, App: app, FS: fsImg})
+			keys, err := loadSignKeys(signKeys)
+			if err != nil {
+				return err
+			}
+			z, err := ota.WriteBundle(ota.BundleSpec{Name: name, Platform: "esp32", Version: version, BuildID: buildID, App: app, FS: fsImg, SignKeys: keys})
 			if err != nil {
 				return err
 			}
@@ -75,6 +84,46 @@ Sys.GetInfo reports its fw_version and fw_id.`,
 	f.StringVar(&name, "name", emu.AppName, "app name")
 	f.StringVar(&fsDir, "fs", "", "directory whose files go into the fs image")
 	f.IntVar(&payload, "app-size", 64<<10, "bytes of code in the app image (bigger bundles, longer updates)")
+	f.StringArrayVar(&signKeys, "sign-key", nil, "ECDSA P-256 private key (PEM) signing the manifest as sigN for the Nth --sign-key; an empty value skips N, as mos create-fw-bundle")
 	c.MarkFlagRequired("version")
 	return c
+}
+
+// loadSignKeys reads PEM EC private keys ("" leaves a slot unsigned).
+func loadSignKeys(files []string) ([]*ecdsa.PrivateKey, error) {
+	var keys []*ecdsa.PrivateKey
+	for _, f := range files {
+		if f == "" {
+			keys = append(keys, nil)
+			continue
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		var key *ecdsa.PrivateKey
+		for rest := b; key == nil; {
+			var blk *pem.Block
+			if blk, rest = pem.Decode(rest); blk == nil {
+				return nil, fmt.Errorf("%s: no EC private key", f)
+			}
+			switch blk.Type {
+			case "EC PRIVATE KEY":
+				key, err = x509.ParseECPrivateKey(blk.Bytes)
+			case "PRIVATE KEY":
+				var k any
+				if k, err = x509.ParsePKCS8PrivateKey(blk.Bytes); err == nil {
+					var ok bool
+					if key, ok = k.(*ecdsa.PrivateKey); !ok {
+						err = errors.New("not an EC key")
+					}
+				}
+			}
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", f, err)
+			}
+		}
+		keys = append(keys, key)
+	}
+	return keys, nil
 }

@@ -3,6 +3,7 @@ package ota
 import (
 	"archive/zip"
 	"bytes"
+	"crypto/ecdsa"
 	"crypto/sha1"
 	"encoding/binary"
 	"encoding/hex"
@@ -52,6 +53,8 @@ type BundleSpec struct {
 	App                              []byte // app image, written to the inactive app slot
 	FS                               []byte // filesystem image for the slot's fs partition
 	AppFile, FSFile                  string // names in the archive (default <name>.bin, fs.img)
+	// SignKeys sign the manifest: SignKeys[N] gives sigN (nil: none).
+	SignKeys []*ecdsa.PrivateKey
 }
 
 // WriteBundle returns the firmware zip as `mos build` lays it out for OTA:
@@ -78,15 +81,20 @@ func WriteBundle(s BundleSpec) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	extra, err := signatureExtra(manifest, s.SignKeys)
+	if err != nil {
+		return nil, err
+	}
 	var buf bytes.Buffer
 	zw := zip.NewWriter(&buf)
 	dir := s.Name + "-" + s.Platform + "/"
 	for _, f := range []struct {
-		name string
-		data []byte
-	}{{"manifest.json", manifest}, {s.AppFile, s.App}, {s.FSFile, s.FS}} {
+		name  string
+		data  []byte
+		extra []byte
+	}{{"manifest.json", manifest, extra}, {s.AppFile, s.App, nil}, {s.FSFile, s.FS, nil}} {
 		w, err := zw.CreateRaw(&zip.FileHeader{Name: dir + f.name, Method: zip.Store, CRC32: crc32.ChecksumIEEE(f.data),
-			CompressedSize64: uint64(len(f.data)), UncompressedSize64: uint64(len(f.data)), Modified: time.Now()})
+			CompressedSize64: uint64(len(f.data)), UncompressedSize64: uint64(len(f.data)), Extra: f.extra})
 		if err != nil {
 			return nil, err
 		}

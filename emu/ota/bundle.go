@@ -34,6 +34,10 @@ type Manifest struct {
 	BuildID  string          `json:"build_id"`
 	Parts    map[string]Part `json:"parts"`
 	Raw      []byte          `json:"-"`
+	// Sigs are the signatures mos create-fw-bundle --sign-key puts in the
+	// manifest entry's zip extra field (sig0..sig7, base64 ASN.1 ECDSA over
+	// the SHA-256 of manifest.json).
+	Sigs map[string]string `json:"-"`
 }
 
 // Part is one entry of the manifest's "parts".
@@ -93,6 +97,7 @@ type Reader struct {
 	cur     FileInfo
 	left    uint32
 	crc     uint32
+	extra   []byte // extra field of the current entry's local header
 	written int64
 }
 
@@ -133,6 +138,7 @@ func (r *Reader) step() (bool, error) {
 		if err != nil || n == 0 {
 			return false, err
 		}
+		r.extra = append(r.extra[:0], r.buf[n-int(binary.LittleEndian.Uint16(r.buf[28:])):n]...)
 		r.buf = r.buf[n:]
 		r.cur, r.left, r.crc = fi, fi.Size, 0
 		if r.state == wantManifestHeader {
@@ -166,6 +172,7 @@ func (r *Reader) step() (bool, error) {
 		if err != nil {
 			return false, err
 		}
+		m.Sigs = parseSigExtra(r.extra)
 		r.buf = r.buf[r.cur.Size:]
 		if err := r.sink.Manifest(m); err != nil {
 			return false, err
@@ -244,6 +251,35 @@ func parseLocalHeader(b []byte) (FileInfo, int, error) {
 		return FileInfo{}, 0, bundleErr("too long file name")
 	}
 	return FileInfo{Name: name, Size: usize, CRC: crc}, zipHeaderSize + nameLen + extraLen, nil
+}
+
+// sigExtraID is the zip extra field mos puts the signatures in.
+const sigExtraID = 0x293a
+
+// parseSigExtra returns the string attributes of the signature extra field.
+func parseSigExtra(extra []byte) map[string]string {
+	for len(extra) >= 4 {
+		id := binary.LittleEndian.Uint16(extra)
+		n := int(binary.LittleEndian.Uint16(extra[2:]))
+		if n > len(extra)-4 {
+			return nil
+		}
+		if id == sigExtraID {
+			var attrs map[string]any
+			if json.Unmarshal(extra[4:4+n], &attrs) != nil {
+				return nil
+			}
+			sigs := map[string]string{}
+			for k, v := range attrs {
+				if s, ok := v.(string); ok {
+					sigs[k] = s
+				}
+			}
+			return sigs
+		}
+		extra = extra[4+n:]
+	}
+	return nil
 }
 
 // ParseManifest decodes manifest.json and checks the fields the updater

@@ -43,8 +43,10 @@ const CommitTimeoutFile = "updater.dat"
 
 // Settings are the update.* config values the updater reads.
 type Settings struct {
-	Timeout       int // update.timeout, seconds
-	CommitTimeout int // update.commit_timeout, seconds
+	Timeout       int              // update.timeout, seconds
+	CommitTimeout int              // update.commit_timeout, seconds
+	Keys          [KeySlots]string // update.key0..7
+	SigReqMask    int              // update.sig_req_mask
 }
 
 // Updater runs updates for one boot of the firmware. Its methods are safe
@@ -436,6 +438,13 @@ func (be *backend) Manifest(m *Manifest) error {
 	if !strings.EqualFold(m.Platform, u.Platform) {
 		u.Log.Error(fmt.Sprintf("Wrong platform: want %q, got %q", u.Platform, m.Platform), console.Src("mgos_ota_core.c", 452))
 		return bundleErr("Wrong platform")
+	}
+	set := u.Settings()
+	res := CheckSignatures(m, set.Keys)
+	u.Log.Info(fmt.Sprintf("Signature check result: 0x%02x (required 0x%02x)", res, uint8(set.SigReqMask)), console.Src("mgos_ota_core.c", 468))
+	if !SignatureAccepted(res, set.SigReqMask) {
+		u.Log.Error("Signature check failed", console.Src("mgos_ota_core.c", 471))
+		return bundleErr("Signature check failed")
 	}
 	if be.ignoreSame && m.Version == run.Version && m.BuildID == run.BuildID {
 		be.skipped = true
