@@ -455,3 +455,33 @@ func TestOTASignedUpdates(t *testing.T) {
 		t.Error("an update went in with sig_req_mask=0")
 	}
 }
+
+// TestOTASnapshot: OTA.CreateSnapshot copies the running app and fs to the
+// other slot, which then boots with the same files.
+func TestOTASnapshot(t *testing.T) {
+	for _, enc := range []bool{false, true} {
+		d := otaDevice(t, enc)
+		url := "ws://" + d.HTTPAddr() + "/rpc"
+		c := dial(t, url)
+		putGet(t, c, "/user.txt", []byte("kept in the snapshot"))
+		if got := call(t, c, "OTA.CreateSnapshot", nil); string(got) != `{"slot": 1}` {
+			t.Fatalf("OTA.CreateSnapshot = %s", got)
+		}
+		call(t, c, "OTA.SetBootState", map[string]any{"active_slot": 1, "revert_slot": 1, "is_committed": true})
+		if err := d.Reboot(); err != nil {
+			t.Fatal(err)
+		}
+		c = dial(t, url)
+		if bs := getBootState(t, c); bs.ActiveSlot != 1 || !bs.IsCommitted {
+			t.Errorf("encrypted=%v: boot state %+v", enc, bs)
+		}
+		var r struct{ Data string }
+		json.Unmarshal(call(t, c, "FS.Get", map[string]any{"filename": "user.txt"}), &r)
+		if b, _ := base64.StdEncoding.DecodeString(r.Data); string(b) != "kept in the snapshot" {
+			t.Errorf("encrypted=%v: user.txt on the snapshot = %q", enc, b)
+		}
+		if d.fw == nil || d.fw.boot.App.Label != "app_1" || d.fw.boot.FS.Label != "fs_1" {
+			t.Errorf("encrypted=%v: running from %+v", enc, d.fw.boot)
+		}
+	}
+}

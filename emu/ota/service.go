@@ -111,6 +111,33 @@ func (s *Service) Register(r rpc.Registrar) {
 		u.Reboot(100 * time.Millisecond)
 		return nil, nil
 	})
+	r.Register("OTA.CreateSnapshot", "{set_as_revert: %B, commit_timeout: %d}", func(_ context.Context, req *rpc.Request) (json.RawMessage, error) {
+		var a struct {
+			SetAsRevert   bool `json:"set_as_revert"`
+			CommitTimeout *int `json:"commit_timeout"`
+		}
+		if len(req.Params) > 0 {
+			json.Unmarshal(req.Params, &a)
+		}
+		slot, err := u.Boot.CreateSnapshot()
+		if err != nil {
+			u.Log.Error(err.Error(), console.Src("mgos_rpc_service_ota.c", 120))
+			return nil, &rpc.Error{Code: slot, Message: err.Error()}
+		}
+		if a.SetAsRevert {
+			bs := u.Boot.State()
+			bs.IsCommitted, bs.RevertSlot, bs.ActiveSlot = false, slot, u.Boot.Slot
+			if err := u.Boot.SetState(bs); err != nil {
+				return nil, &rpc.Error{Code: -3, Message: "Failed to set boot state"}
+			}
+			if a.CommitTimeout != nil && *a.CommitTimeout >= 0 {
+				if err := WriteCommitTimeout(u.FS, *a.CommitTimeout); err != nil {
+					return nil, &rpc.Error{Code: -4, Message: "Failed to set commit timeout"}
+				}
+			}
+		}
+		return json.RawMessage(fmt.Sprintf(`{"slot": %d}`, slot)), nil
+	})
 	r.Register("OTA.GetBootState", "", func(context.Context, *rpc.Request) (json.RawMessage, error) {
 		bs := u.Boot.State()
 		return json.RawMessage(fmt.Sprintf(`{"active_slot": %d, "is_committed": %t, "revert_slot": %d, "commit_timeout": %d}`,
