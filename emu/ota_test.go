@@ -18,7 +18,10 @@ import (
 	"math/rand"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -484,4 +487,54 @@ func TestOTASnapshot(t *testing.T) {
 			t.Errorf("encrypted=%v: running from %+v", enc, d.fw.boot)
 		}
 	}
+}
+
+// TestOTAKill9MidWrite runs a device in a child process, kills it with
+// SIGKILL in the middle of an update, and boots the state again: the old
+// firmware runs, and a complete update then goes in.
+func TestOTAKill9MidWrite(t *testing.T) {
+	if os.Getenv("MOSEMU_OTA_CHILD") != "" {
+		d, err := New(Options{StateDir: os.Getenv("MOSEMU_OTA_CHILD"), HTTPAddr: "127.0.0.1:0"})
+		if err == nil {
+			err = d.Start(context.Background())
+		}
+		if err != nil {
+			fmt.Println("ERR", err)
+			os.Exit(1)
+		}
+		fmt.Println("ADDR", d.HTTPAddr())
+		select {}
+	}
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestOTAKill9MidWrite$")
+	cmd.Env = append(os.Environ(), "MOSEMU_OTA_CHILD="+dir)
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 256)
+	n, _ := out.Read(buf)
+	addr, ok := strings.CutPrefix(strings.TrimSpace(string(buf[:n])), "ADDR ")
+	if !ok {
+		t.Fatalf("child said %q", buf[:n])
+	}
+	c := dial(t, "ws://"+addr+"/rpc")
+	bundle := firmwareZip(t, "2.0", map[string]string{"index.html": "v2"})
+	call(t, c, "OTA.Begin", map[string]any{"size": len(bundle)})
+	for off := 0; off < len(bundle)*3/4; off += 2048 { // into the fs image
+		call(t, c, "OTA.Write", map[string]any{"offset": off, "data": base64.StdEncoding.EncodeToString(bundle[off:min(off+2048, len(bundle))])})
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+
+	d := startDevice(t, dir, false)
+	url := "ws://" + d.HTTPAddr() + "/rpc"
+	waitFW(t, url, FWVersion)
+	if bs := getBootState(t, dial(t, url)); !bs.IsCommitted || bs.ActiveSlot != 0 {
+		t.Errorf("boot state after kill -9 = %+v", bs)
+	}
+	if err := mosOTA(dial(t, url), bundle, 2048, 0); err != nil {
+		t.Fatal(err)
+	}
+	waitFW(t, url, "2.0")
 }
