@@ -135,13 +135,4 @@ func TestWiFiWrongPasswordAndMissingAP(t *testing.T) {
 	}
 }
 
-func TestParseAP(t *testing.T) {
-	for in, ok := range map[string]bool{"Lab": true, "Lab:secret123": true, "Lab:secret123:-60": true,
-		"": false, "Lab:short": false, "Lab:secret123:60": false, "Lab:secret123:x": false} {
-		if _, err := wifi.ParseAP(in); (err == nil) != ok {
-			t.Errorf("ParseAP(%q) err = %v", in, err)
-		}
-	}
-}
-
 func dialCtx(ctx context.Context, url string) (*client.Client, error) { return client.Dial(ctx, url) }
