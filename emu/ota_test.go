@@ -12,6 +12,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -536,5 +537,30 @@ func TestOTAKill9MidWrite(t *testing.T) {
 	if err := mosOTA(dial(t, url), bundle, 2048, 0); err != nil {
 		t.Fatal(err)
 	}
+	waitFW(t, url, "2.0")
+}
+
+// TestOTAUpdateOverHTTPS: OTA.Update verifies the server against ca.pem,
+// through the CA-on-demand loader: refused with the factory bundle, taken
+// once the server's CA is in it.
+func TestOTAUpdateOverHTTPS(t *testing.T) {
+	d := otaDevice(t, false)
+	bundle := firmwareZip(t, "2.0", nil)
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(bundle) }))
+	defer srv.Close()
+	url := "ws://" + d.HTTPAddr() + "/rpc"
+	c := dial(t, url)
+	if _, err := c.Call(context.Background(), "OTA.Update", map[string]any{"url": srv.URL + "/fw.zip"}); err == nil {
+		t.Fatal("OTA.Update trusted a server no CA of ca.pem vouches for")
+	} else if !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("OTA.Update failed for another reason: %v", err)
+	}
+	var r struct{ Data string }
+	json.Unmarshal(call(t, c, "FS.Get", map[string]any{"filename": "ca.pem"}), &r)
+	ca, _ := base64.StdEncoding.DecodeString(r.Data)
+	ca = append(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})...)
+	call(t, c, "FS.Remove", map[string]any{"filename": "ca.pem"})
+	putGet(t, c, "/ca.pem", ca)
+	call(t, c, "OTA.Update", map[string]any{"url": srv.URL + "/fw.zip", "commit_timeout": 0})
 	waitFW(t, url, "2.0")
 }
