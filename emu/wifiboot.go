@@ -21,6 +21,7 @@ func (d *Device) startWiFi(fw *firmware) {
 			Pass: c.String(k + ".pass"), BSSID: c.String(k + ".bssid"), IP: c.String(k + ".ip"),
 			Netmask: c.String(k + ".netmask"), GW: c.String(k + ".gw"), User: c.String(k + ".user"), Cert: c.String(k + ".cert")})
 	}
+	wc.Arch = d.board.Arch
 	wc.ConnectTimeout = time.Duration(c.Int("wifi.sta_connect_timeout")) * time.Second
 	wc.RSSIThr = c.Int("wifi.sta_rssi_thr")
 	fw.wifi = wifi.Start(wc, d.opts.WiFiAPs, d.mac(), d.log, nil)

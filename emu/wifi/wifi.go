@@ -111,6 +111,7 @@ type Config struct {
 		IP, Netmask, GW, DHCPStart, DHCPEnd string
 	}
 	STA            []STAConfig
+	Arch           string        // "esp32" or "esp8266": names the SDK glue in log lines
 	ConnectTimeout time.Duration // wifi.sta_connect_timeout
 	RSSIThr        int           // wifi.sta_rssi_thr
 }
@@ -190,15 +191,23 @@ func (s *Station) info(msg, file string, line int) { s.log.Info(msg, console.Src
 
 func (s *Station) setupAP() {
 	ap := s.cfg.AP
-	s.log.Error(fmt.Sprintf("WiFi AP: SSID %s, channel %d", ap.SSID, ap.Channel), console.Src("esp32xx_wifi.c", 547))
+	s.log.Error(fmt.Sprintf("WiFi AP: SSID %s, channel %d", ap.SSID, ap.Channel), console.Src(s.glue(), 547))
 	gw := ap.GW
 	if gw == "" {
 		gw = "(none)"
 	}
-	s.info(fmt.Sprintf("WiFi AP IP: %s/%s gw %s, DHCP range: %s - %s, NAT? 0", ap.IP, ap.Netmask, gw, ap.DHCPStart, ap.DHCPEnd), "esp32xx_wifi.c", 616)
+	s.info(fmt.Sprintf("WiFi AP IP: %s/%s gw %s, DHCP range: %s - %s, NAT? 0", ap.IP, ap.Netmask, gw, ap.DHCPStart, ap.DHCPEnd), s.glue(), 616)
 	s.mu.Lock()
 	s.apIP = ap.IP
 	s.mu.Unlock()
+}
+
+// glue is the wifi library's platform source file.
+func (s *Station) glue() string {
+	if s.cfg.Arch == "esp8266" {
+		return "esp_wifi.c"
+	}
+	return "esp32xx_wifi.c"
 }
 
 // Info returns what Sys.GetInfo reports: STA IP, AP IP, status, SSID.
@@ -328,7 +337,7 @@ func (s *Station) run(stas []STAConfig) {
 			s.info("WiFi STA: connected", "mgos_net.c", 81)
 			ip, gw, mask := s.address(c)
 			if c.cfg.IP != "" {
-				s.info(fmt.Sprintf("WiFi STA IP: %s/%s gw %s", ip, mask, gw), "esp32xx_wifi.c", 419)
+				s.info(fmt.Sprintf("WiFi STA IP: %s/%s gw %s", ip, mask, gw), s.glue(), 419)
 			} else if s.sleep(s.timing.DHCP) != nil {
 				return
 			}
