@@ -65,6 +65,7 @@ func (d *Device) boot() (_ *firmware, err error) {
 	defer func() {
 		if err != nil {
 			fw.stop()
+			d.revertFailedUpdate(fw.boot, err) // a new firmware that does not boot is rolled back
 		}
 	}()
 	if err := d.firstBootProvision(); err != nil {
@@ -104,14 +105,12 @@ func (d *Device) boot() (_ *firmware, err error) {
 	}
 	fw.onStop(func() { fw.fs.Unmount() })
 	if err := d.applyUpdate(fw); err != nil {
-		d.revertFailedUpdate(fw.boot, err)
 		return nil, fmt.Errorf("boot: applying the update: %w", err)
 	}
 	if err := d.provision(fw.fs); err != nil {
 		return nil, err
 	}
 	if err := d.startFirmware(fw); err != nil {
-		d.revertFailedUpdate(fw.boot, err)
 		return nil, err
 	}
 	d.finishBoot(fw)

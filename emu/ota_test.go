@@ -564,3 +564,33 @@ func TestOTAUpdateOverHTTPS(t *testing.T) {
 	call(t, c, "OTA.Update", map[string]any{"url": srv.URL + "/fw.zip", "commit_timeout": 0})
 	waitFW(t, url, "2.0")
 }
+
+// TestOTANewFirmwareThatDoesNotBootRevertsItself: an fs image that does not
+// mount (its digest right, its content garbage) fails the first boot of the
+// update; the device reverts and comes back on the old firmware.
+func TestOTANewFirmwareThatDoesNotBootRevertsItself(t *testing.T) {
+	var log syncBuffer
+	d, err := New(Options{StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Seed: 7, Console: &log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := d.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	url := "ws://" + d.HTTPAddr() + "/rpc"
+	garbage := bytes.Repeat([]byte("not a filesystem"), 0x40000/16)
+	z, err := ota.WriteBundle(ota.BundleSpec{Name: "mosemu", Platform: "esp32", Version: "2.0", BuildID: "b/2.0",
+		App: testAppImage("mosemu", "2.0", 1000), FS: garbage})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mosOTA(dial(t, url), z, 2048, 300); err != nil {
+		t.Fatal(err)
+	}
+	log.waitFor(t, `Boot partition: app_1(.|\n)*Update failed to boot(.|\n)*Reverting to slot 0(.|\n)*Boot partition: app_0`)
+	waitFW(t, url, FWVersion)
+	if bs := getBootState(t, dial(t, url)); !bs.IsCommitted || bs.ActiveSlot != 0 {
+		t.Errorf("boot state = %+v", bs)
+	}
+}

@@ -155,7 +155,7 @@ func (d *Device) revertFailedUpdate(b *ota.Boot, err error) {
 	}
 	d.log.Error("Update failed to boot: "+err.Error(), console.Src("mgos_ota_core.c", 740))
 	if b.Revert() {
-		go d.ScheduleReboot(100 * time.Millisecond)
+		d.ScheduleReboot(100 * time.Millisecond)
 	}
 }
 
