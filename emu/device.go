@@ -59,6 +59,9 @@ type Options struct {
 	TLSHandshakeLatency bool
 	// WiFiAPs are the access points the device's Wi-Fi sees when it scans.
 	WiFiAPs []wifi.AP
+	// Wiring, when non-nil, rewires the board (saved in the state file);
+	// nil keeps the state's wiring (DefaultWiring on a new board).
+	Wiring []Wire
 }
 
 // Device is one emulated board. Its methods are safe for concurrent use.
@@ -107,6 +110,12 @@ func New(opts Options) (*Device, error) {
 	}
 	if opts.Arch != "" && opts.Arch != id.Arch {
 		return nil, fmt.Errorf("emu: state %s belongs to an %s device, not %s", opts.StateDir, id.Arch, opts.Arch)
+	}
+	if opts.Wiring != nil {
+		id.Wiring = opts.Wiring
+		if err := saveIdentity(opts.StateDir, id); err != nil {
+			return nil, err
+		}
 	}
 	board, _ := BoardFor(id.Arch)
 	d := &Device{opts: opts, board: board, id: id, httpAddr: orDefault(opts.HTTPAddr, "127.0.0.1:0")}
@@ -247,6 +256,9 @@ func (d *Device) bootLocked() error {
 	d.bootErr = err
 	if err != nil {
 		d.log.Error(err.Error(), console.Src("mgos_init.c", 115))
+		if d.port != nil && !d.downloading { // halted: a SYNC still reaches the ROM loader
+			d.port.SetConsumer(d.uartInput(func([]byte) {}))
+		}
 		return err
 	}
 	d.fw = fw

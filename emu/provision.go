@@ -14,6 +14,7 @@ import (
 	"github.com/mosemu/mosemu/emu/factoryfs"
 	"github.com/mosemu/mosemu/emu/flash"
 	"github.com/mosemu/mosemu/emu/partition"
+	"github.com/mosemu/mosemu/emu/rboot"
 )
 
 // ProvisionLevel is the config level where the emulator writes what it sets
@@ -27,6 +28,13 @@ const ProvisionLevel = 5
 // of a Mongoose OS build does.
 func (d *Device) writeFactoryFS() error {
 	off, size := d.board.FSOffset, d.board.FSSize
+	if d.board.Arch == "esp8266" { // rBoot's default layout: slot 0's fs
+		lay, err := rboot.LayoutFor(d.board.FlashSize)
+		if err != nil {
+			return err
+		}
+		off, size = int64(lay.Default.FSAddrs[0]), int64(lay.Default.FSSizes[0])
+	}
 	if d.board.HasPartitionTable {
 		p, ok := partition.DefaultESP32().RootFS()
 		if !ok {

@@ -19,6 +19,7 @@ func runCmd() *cobra.Command {
 	var brokerAddr string
 	var wifiAPs []string
 	var wifiAPsFile string
+	var wires []string
 	c := &cobra.Command{
 		Use:   "run",
 		Short: "Start a device and serve it until SIGINT/SIGTERM",
@@ -33,6 +34,13 @@ The console log is mirrored to stderr unless --quiet.`,
 			opts.Serial = true
 			if err := addWiFiAPs(&opts, wifiAPs, wifiAPsFile); err != nil {
 				return err
+			}
+			for _, w := range wires {
+				wire, err := emu.ParseWire(w)
+				if err != nil {
+					return err
+				}
+				opts.Wiring = append(opts.Wiring, wire)
 			}
 			if broker {
 				b, err := mqtt.StartBroker(brokerAddr, nil)
@@ -80,6 +88,7 @@ The console log is mirrored to stderr unless --quiet.`,
 	f.StringVar(&brokerAddr, "broker-addr", "127.0.0.1:1883", "address of the embedded MQTT broker")
 	f.StringArrayVar(&wifiAPs, "wifi-ap", nil, "an access point the device's Wi-Fi sees, SSID[:PASSWORD[:RSSI]] (repeatable)")
 	f.StringVar(&wifiAPsFile, "wifi-aps", "", `JSON file of access points: [{"ssid":"Lab","pass":"secret123","rssi":-60,"channel":6,"net":"10.0.0.0/24"}]`)
+	f.StringArrayVar(&wires, "wire", nil, "wire a part to the board's GPIOs, kept in the state: atecc608a:sda=12,scl=14,addr=0x60 or atecc608a:none (default: ESP8266 SDA 12/SCL 14, ESP32 SDA 32/SCL 33, at 0x60)")
 	return c
 }
 
