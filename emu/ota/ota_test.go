@@ -3,6 +3,11 @@ package ota
 import (
 	"archive/zip"
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -138,6 +143,9 @@ func TestReaderRejects(t *testing.T) {
 func FuzzReader(f *testing.F) {
 	f.Add(storedZip(f, [2]string{"manifest.json", testManifest}, [2]string{"app.bin", "data"}))
 	f.Add([]byte("PK\x03\x04"))
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	signed, _ := WriteBundle(BundleSpec{Name: "x", Platform: "esp32", Version: "1", BuildID: "b", App: []byte{1}, FS: []byte{2}, SignKeys: []*ecdsa.PrivateKey{k}})
+	f.Add(signed)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r := NewReader(&recSink{})
 		for len(b) > 0 {
@@ -193,3 +201,48 @@ func TestWriteBundleReads(t *testing.T) {
 		t.Fatalf("%v %v", s.events, err)
 	}
 }
+
+func TestSignatures(t *testing.T) {
+	k0, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	k1, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	pub := func(k *ecdsa.PrivateKey) string {
+		der, _ := x509.MarshalPKIXPublicKey(&k.PublicKey)
+		return base64.StdEncoding.EncodeToString(der)
+	}
+	app := AppImage("x", "1", time.Now(), nil)
+	z, err := WriteBundle(BundleSpec{Name: "x", Platform: "esp32", Version: "1", BuildID: "b", App: app, FS: []byte("fs"), SignKeys: []*ecdsa.PrivateKey{k0, nil, k1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m *Manifest
+	r := NewReader(&manifestSink{f: func(got *Manifest) { m = got }})
+	r.Write(z)
+	if m == nil || len(m.Sigs) != 2 {
+		t.Fatalf("manifest sigs: %+v", m)
+	}
+	keys := [KeySlots]string{pub(k0), pub(k0), pub(k1), "not base64!"}
+	if res := CheckSignatures(m, keys); res != 0b101 {
+		t.Errorf("result %03b, want 101", res)
+	}
+	tampered := *m
+	tampered.Raw = append(append([]byte(nil), m.Raw...), ' ')
+	if res := CheckSignatures(&tampered, keys); res != 0 {
+		t.Errorf("tampered manifest: %03b", res)
+	}
+	for _, tc := range []struct {
+		res  uint8
+		mask int
+		ok   bool
+	}{{0, -1, true}, {0, 0, false}, {7, 0, false}, {1, 1, true}, {4, 1, false}, {5, 5, true}, {1, 5, false}} {
+		if SignatureAccepted(tc.res, tc.mask) != tc.ok {
+			t.Errorf("SignatureAccepted(%b, %d) != %v", tc.res, tc.mask, tc.ok)
+		}
+	}
+}
+
+type manifestSink struct{ f func(*Manifest) }
+
+func (s *manifestSink) Manifest(m *Manifest) error       { s.f(m); return nil }
+func (s *manifestSink) FileBegin(FileInfo) (bool, error) { return false, nil }
+func (s *manifestSink) FileData(FileInfo, []byte) error  { return nil }
+func (s *manifestSink) FileEnd(FileInfo) error           { return nil }
