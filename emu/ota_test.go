@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -592,5 +593,48 @@ func TestOTANewFirmwareThatDoesNotBootRevertsItself(t *testing.T) {
 	waitFW(t, url, FWVersion)
 	if bs := getBootState(t, dial(t, url)); !bs.IsCommitted || bs.ActiveSlot != 0 {
 		t.Errorf("boot state = %+v", bs)
+	}
+}
+
+// TestOTAPollsUpdateURL: with update.url and update.interval the device
+// fetches the bundle periodically, applies a new version once and leaves
+// the same version alone; update.extra_http_headers go with the request.
+func TestOTAPollsUpdateURL(t *testing.T) {
+	d := otaDevice(t, false)
+	bundle := firmwareZip(t, "2.0", nil)
+	var mu sync.Mutex
+	fetches, auth := 0, ""
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		fetches++
+		auth = r.Header.Get("Authorization")
+		mu.Unlock()
+		w.Write(bundle)
+	}))
+	defer srv.Close()
+	url := "ws://" + d.HTTPAddr() + "/rpc"
+	call(t, dial(t, url), "Config.Set", map[string]any{"config": map[string]any{"update": map[string]any{
+		"url": srv.URL + "/fw.zip", "interval": 1, "extra_http_headers": "Authorization: Bearer fleet-token"}}, "save": true, "reboot": true})
+	waitFW(t, url, "2.0")
+	mu.Lock()
+	n, a := fetches, auth
+	mu.Unlock()
+	if a != "Bearer fleet-token" {
+		t.Errorf("Authorization = %q", a)
+	}
+	// Committed at boot (commit_timeout 0); later polls find the same version.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		mu.Lock()
+		more := fetches > n+1
+		mu.Unlock()
+		if more {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no further polls")
+		}
+	}
+	if bs := getBootState(t, dial(t, url)); bs.ActiveSlot != 1 || !bs.IsCommitted {
+		t.Errorf("boot state after polls of the same version: %+v", bs)
 	}
 }

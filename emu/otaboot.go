@@ -128,7 +128,10 @@ func (d *Device) startOTA(fw *firmware) {
 		}
 		tr := &http.Transport{Proxy: nil, DialContext: (&net.Dialer{Timeout: 10 * time.Second}).DialContext}
 		if pu.Scheme == "https" {
-			tc, err := devtls.ClientConfig(fw.fs, "", "", orDefault(fw.cfg.Get().String("update.ssl_ca_file"), "ca.pem"), pu.Hostname(), nil, fw.ram)
+			c := fw.cfg.Get()
+			cert := c.String("update.ssl_client_cert_file") // key in the same file
+			tc, err := devtls.ClientConfig(fw.fs, cert, cert, c.String("update.ssl_ca_file"),
+				orDefault(c.String("update.ssl_server_name"), pu.Hostname()), fw.atcaSigner(d), fw.ram)
 			if err != nil {
 				return nil, fmt.Errorf("TLS setup failed: %v", err)
 			}
@@ -136,7 +139,14 @@ func (d *Device) startOTA(fw *firmware) {
 		}
 		return &http.Client{Transport: tr, Timeout: 10 * time.Minute}, nil
 	}}
+	svc.ExtraHeaders = func() string { return fw.cfg.Get().String("update.extra_http_headers") }
 	svc.Register(fw.disp)
+	c := fw.cfg.Get()
+	if url, every := c.String("update.url"), c.Int("update.interval"); url != "" && every > 0 {
+		stop := make(chan struct{})
+		fw.onStop(func() { close(stop) })
+		go svc.Poll(url, time.Duration(every)*time.Second, stop)
+	}
 }
 
 // finishBoot ends the first boot after an update: commit watchdog or

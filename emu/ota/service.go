@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/mosemu/mosemu/emu/console"
@@ -20,6 +21,37 @@ type Service struct {
 	// HTTPClient returns the client OTA.Update fetches a URL with (its TLS
 	// config verifying against the device's CA bundle).
 	HTTPClient func(url string) (*http.Client, error)
+	// ExtraHeaders returns update.extra_http_headers ("Name: value" lines).
+	ExtraHeaders func() string
+}
+
+// Poll fetches url every interval (update.url, update.interval of the
+// ota-http-client library) and applies it when its version differs from
+// the running one, until stop is closed.
+func (s *Service) Poll(url string, interval time.Duration, stop <-chan struct{}) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	base, cancelAll := context.WithCancel(context.Background())
+	defer cancelAll()
+	go func() { <-stop; cancelAll() }()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		if s.U.Boot.IsFirstBoot() {
+			continue // an update waits for its commit
+		}
+		ctx, cancel := context.WithTimeout(base, 10*time.Minute)
+		msg, err := s.update(ctx, url, BeginOptions{IgnoreSameVersion: true})
+		cancel()
+		if err != nil {
+			s.U.Log.Error("Update from "+url+" failed: "+err.Error(), console.Src("mgos_ota_http_client.c", 200))
+		} else {
+			s.U.Log.Info(msg, console.Src("mgos_ota_http_client.c", 205))
+		}
+	}
 }
 
 func rpcErr(err error) error {
@@ -92,7 +124,7 @@ func (s *Service) Register(r rpc.Registrar) {
 			u.Log.Error("Failed to start update: Malformed request", console.Src("mgos_rpc_service_ota.c", 75))
 			return nil, &rpc.Error{Code: -1, Message: "Malformed request"}
 		}
-		msg, err := s.update(ctx, a.URL, a.CommitTimeout)
+		msg, err := s.update(ctx, a.URL, BeginOptions{CommitTimeout: a.CommitTimeout})
 		if err != nil {
 			return nil, rpcErr(err)
 		}
@@ -180,7 +212,7 @@ func (s *Service) Register(r rpc.Registrar) {
 }
 
 // update fetches url and feeds it to the updater (OTA.Update).
-func (s *Service) update(ctx context.Context, url string, commitTimeout *int) (string, error) {
+func (s *Service) update(ctx context.Context, url string, opts BeginOptions) (string, error) {
 	u := s.U
 	hc, err := s.HTTPClient(url)
 	if err != nil {
@@ -190,7 +222,14 @@ func (s *Service) update(ctx context.Context, url string, commitTimeout *int) (s
 	if err != nil {
 		return "", &rpc.Error{Code: -1, Message: "Malformed request"}
 	}
-	if err := u.Begin(BeginOptions{CommitTimeout: commitTimeout}); err != nil {
+	if s.ExtraHeaders != nil {
+		for _, line := range strings.Split(s.ExtraHeaders(), "\n") {
+			if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok {
+				req.Header.Add(strings.TrimSpace(k), strings.TrimSpace(v))
+			}
+		}
+	}
+	if err := u.Begin(opts); err != nil {
 		return "", err
 	}
 	u.Log.Info("Fetching "+url, console.Src("mgos_ota_http_client.c", 120))
@@ -240,8 +279,14 @@ func (s *Service) update(ctx context.Context, url string, commitTimeout *int) (s
 			return "", u.End()
 		}
 	}
+	u.mu.Lock()
+	skipped := u.sess != nil && u.sess.be.skipped
+	u.mu.Unlock()
 	if err := u.End(); err != nil {
 		return "", err
+	}
+	if skipped {
+		return "Version is the same as current", nil
 	}
 	return "Update applied, finalizing", nil
 }
