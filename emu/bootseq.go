@@ -265,7 +265,6 @@ func (d *Device) bootloaderESP32() (partition.Table, partition.Entry, error) {
 			return nil, partition.Entry{}, err
 		}
 		l.info("boot", "Loaded app from partition at offset 0x%x", app.Offset)
-		d.bootApp = app.Label
 		l.info("boot", "Disabling RNG early entropy source...")
 		return table, app, nil
 	}

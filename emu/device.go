@@ -22,6 +22,7 @@ import (
 	"github.com/mosemu/mosemu/emu/flashenc"
 	"github.com/mosemu/mosemu/emu/romloader"
 	"github.com/mosemu/mosemu/emu/uart"
+	"github.com/mosemu/mosemu/emu/wifi"
 )
 
 // Options configure a Device.
@@ -64,6 +65,8 @@ type Options struct {
 	// flasher stub), so that tool timeouts and progress bars can be tested.
 	// Off by default: a pty is as fast as the host.
 	BaudTiming bool
+	// WiFiAPs are the access points the device's Wi-Fi sees when it scans.
+	WiFiAPs []wifi.AP
 	// Wiring, when non-nil, rewires the board (saved in the state file);
 	// nil keeps the state's wiring (DefaultWiring on a new board).
 	Wiring []Wire
@@ -83,13 +86,14 @@ type Device struct {
 	mu       sync.Mutex
 	fw       *firmware // running firmware, nil when halted or in download mode
 	httpAddr string    // actual host address of the HTTP server, kept across reboots
+	httpTLS  bool      // the HTTP server runs TLS (http.ssl_cert set)
+	httpPort string    // the firmware's http.listen_addr
 	closed   bool
 	bootErr  error
 	ctx      context.Context
 
 	// The chip: what reset it last, the boot loop, the UART receive line.
 	cause     resetCause
-	bootApp   string      // label of the app partition the bootloader loaded
 	bootGen   int         // counts resets, so a stale boot-loop timer does nothing
 	loopTimer *time.Timer // next iteration of a boot loop
 	loader    *romloader.Loader
@@ -107,6 +111,7 @@ type Device struct {
 	chip   *atca.Chip    // the ATECC608A on the I2C bus
 	crypt  *flashenc.View
 
+	mqttLog   *mqttLog // console over MQTT (debug.stderr_topic)
 	ownSchema *configs.Schema
 	macFn     func() [6]byte // factory MAC source; nil derives it from the seed
 }
@@ -137,6 +142,8 @@ func New(opts Options) (*Device, error) {
 		d.out.AddSink(&console.WriterSink{W: opts.Console})
 	}
 	d.log = console.NewLogger(d.out)
+	d.mqttLog = &mqttLog{}
+	d.out.AddSink(d.mqttLog)
 	if board.HasEfuses {
 		if d.efuses, err = efuse.Load(d.efusePath(), id.Seed); err != nil {
 			return nil, fmt.Errorf("emu: %s: %w", d.efusePath(), err)
@@ -247,13 +254,13 @@ func (d *Device) Reboot() error {
 	return d.resetLocked(resetSoftwareCPU)
 }
 
-// firmwareRestart is esp_restart() called by the running firmware (a
-// scheduled Sys.Reboot): a firmware that a SYNC or a reset has stopped in
-// the meantime restarts nothing.
+// firmwareRestart is esp_restart() called by the firmware (a scheduled
+// Sys.Reboot, the updater's revert): once a SYNC has put the chip in
+// download mode, the firmware and its timers are gone.
 func (d *Device) firmwareRestart() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.closed || d.loader != nil || d.fw == nil {
+	if d.closed || d.loader != nil {
 		return
 	}
 	d.resetLocked(resetSoftwareCPU)

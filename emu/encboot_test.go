@@ -22,9 +22,10 @@ import (
 
 // TestNewDeviceWithFlashEncryption is `mosemu run --state NEW
 // --flash-encryption`: the first boot encrypts the flash and burns the
-// efuses, the chip resets, the root filesystem is formatted in the
-// decrypted view, and the device answers RPC over the UART and WebSocket;
-// what it stores is ciphertext in the raw flash; a restart boots again.
+// efuses, encrypts the factory fs image in place, the chip resets and
+// mounts it in the decrypted view, and the device answers RPC over the UART
+// and WebSocket; what it stores is ciphertext in the raw flash; a restart
+// boots again.
 func TestNewDeviceWithFlashEncryption(t *testing.T) {
 	dir := t.TempDir()
 	con := &consoleBuf{}
@@ -36,7 +37,7 @@ func TestNewDeviceWithFlashEncryption(t *testing.T) {
 	if err := d.Start(context.Background()); err != nil {
 		t.Fatalf("first boot: %v\n%s", err, con.String())
 	}
-	for _, want := range []string{"flash_encrypt: Flash encryption completed", "rst:0x3 (SW_RESET)", "flash encryption is enabled (3 plaintext flashes left)", "Formatting the root filesystem"} {
+	for _, want := range []string{"flash_encrypt: Flash encryption completed", "rst:0x3 (SW_RESET)", "flash encryption is enabled (3 plaintext flashes left)"} {
 		if !strings.Contains(con.String(), want) {
 			t.Fatalf("console lacks %q:\n%s", want, con.String())
 		}
@@ -55,8 +56,12 @@ func TestNewDeviceWithFlashEncryption(t *testing.T) {
 	call(t, w, "FS.Put", map[string]any{"filename": "secret.txt", "data": base64.StdEncoding.EncodeToString(secret)})
 	raw := make([]byte, 0x40000)
 	d.Flash().ReadAt(raw, 0x190000)
-	if bytes.Contains(raw, secret) {
-		t.Fatal("the secret is in the raw flash")
+	if bytes.Contains(raw, secret) || bytes.Contains(raw, []byte("conf0.json")) {
+		t.Fatal("the raw fs partition holds plaintext")
+	}
+	// The factory fs image, encrypted in place, is read through the engine.
+	if ls := call(t, w, "FS.List", nil); !bytes.Contains(ls, []byte("conf0.json")) {
+		t.Fatalf("FS.List: %s", ls)
 	}
 	d.Close()
 
@@ -138,9 +143,9 @@ func TestKill9DuringFirstBootEncryption(t *testing.T) {
 			t.Fatalf("image at %#x: raw %#x, decrypted %#x: not encrypted with the kept key", off, raw, plain)
 		}
 	}
-	fs := make([]byte, flash.SectorSize)
+	fs := make([]byte, 0x40000)
 	fl.ReadAt(fs, 0x190000)
-	if !bytes.Equal(fs, bytes.Repeat([]byte{0xFF}, len(fs))) {
+	if !bytes.Contains(fs, []byte("conf0.json")) { // the factory fs image, still plaintext
 		t.Fatal("fs_0 was touched though the cut came before it")
 	}
 	fl.Close()
@@ -155,4 +160,26 @@ func TestKill9DuringFirstBootEncryption(t *testing.T) {
 	}
 	h := openROMHost(t, d)
 	h.sync()
+}
+
+// TestFlashEncryptionOverBlankFS: a new encrypting device whose fs
+// partition is erased (a build without an fs image) gets it encrypted whole
+// on first boot: erased in the decrypted view, so the firmware formats it
+// there and boots (the README walkthrough's failure before: "no valid
+// commit in metadata pair").
+func TestFlashEncryptionOverBlankFS(t *testing.T) {
+	con := &consoleBuf{}
+	d, err := New(Options{StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Seed: 8, FlashEncryption: true, Console: con})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	d.Flash().Erase(0x190000, 0x40000)
+	if err := d.Start(context.Background()); err != nil {
+		t.Fatalf("first boot: %v\n%s", err, con.String())
+	}
+	if !strings.Contains(con.String(), "Formatting the root filesystem") {
+		t.Fatalf("no format:\n%s", con.String())
+	}
+	call(t, dial(t, "http://"+d.HTTPAddr()+"/rpc"), "FS.List", nil)
 }
