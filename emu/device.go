@@ -18,6 +18,7 @@ import (
 	"github.com/mosemu/mosemu/emu/console"
 	"github.com/mosemu/mosemu/emu/flash"
 	"github.com/mosemu/mosemu/emu/flashenc"
+	"github.com/mosemu/mosemu/emu/observe"
 	"github.com/mosemu/mosemu/emu/uart"
 )
 
@@ -35,6 +36,9 @@ type Options struct {
 	Serial bool
 	// Console receives a copy of the console log (e.g. os.Stderr); may be nil.
 	Console io.Writer
+	// Hub receives the device's events (console lines, RPC calls, efuse
+	// burns, flash writes); nil gives the device a hub of its own.
+	Hub *observe.Hub
 	// Seed, when non-zero, fixes the per-unit values of a new device.
 	Seed uint64
 	// FlashEncryption marks a new device's bootloader as built with flash
@@ -85,6 +89,10 @@ type Device struct {
 	chip   *atca.Chip    // the ATECC608A on the I2C bus
 	crypt  *flashenc.View
 
+	hub       *observe.Hub  // where the device reports events (inspect.go)
+	holdDL    bool          // download mode held from outside (HoldDownload)
+	releaseDL chan struct{} // ends a held download mode
+
 	ownSchema *configs.Schema
 	macFn     func() [6]byte // factory MAC source; nil derives it from the seed
 }
@@ -130,6 +138,8 @@ func New(opts Options) (*Device, error) {
 	if d.flash, err = flash.Open(filepath.Join(opts.StateDir, FlashFile), board.FlashSize); err != nil {
 		return nil, err
 	}
+	d.releaseDL = make(chan struct{}, 1)
+	d.attachObservers()
 	if opts.Serial {
 		if d.port, err = uart.Open(); err != nil {
 			d.flash.Close()
