@@ -17,6 +17,7 @@ func runCmd() *cobra.Command {
 	var opts emu.Options
 	var quiet, broker bool
 	var brokerAddr string
+	var lo labOptions
 	c := &cobra.Command{
 		Use:   "run",
 		Short: "Start a device and serve it until SIGINT/SIGTERM",
@@ -41,13 +42,14 @@ The console log is mirrored to stderr unless --quiet.`,
 				opts.MQTTBroker = b.Addr()
 			}
 			start := time.Now()
-			d, err := emu.New(opts)
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			seat, err := openSeat(ctx, opts, lo)
 			if err != nil {
 				return err
 			}
-			defer d.Close()
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
+			defer seat.Close()
+			d := seat.Device()
 			if err := d.Start(ctx); err != nil {
 				fmt.Fprintf(os.Stderr, "mosemu: boot failed: %v (the ROM loader still answers on %s)\n", err, d.SerialPath())
 			}
@@ -58,6 +60,13 @@ The console log is mirrored to stderr unless --quiet.`,
 				d.Reboot()
 			}
 			printWhere(d, time.Since(start))
+			if lo.ui != "" {
+				ui, err := startUI(seat, lo)
+				if err != nil {
+					return err
+				}
+				defer ui.Close()
+			}
 			<-ctx.Done()
 			fmt.Fprintln(os.Stderr, "mosemu: shutting down")
 			return nil
@@ -73,6 +82,7 @@ The console log is mirrored to stderr unless --quiet.`,
 	f.BoolVar(&opts.TLSDynamicBuffers, "mbedtls-dynamic-buffers", false, "model mbedTLS with the dynamic-buffer patch (~1 KiB per idle TLS connection instead of ~40 KiB)")
 	f.BoolVar(&broker, "broker", true, "start an embedded MQTT broker and connect the device to it (unless its config names another mqtt.server)")
 	f.StringVar(&brokerAddr, "broker-addr", "127.0.0.1:1883", "address of the embedded MQTT broker")
+	lo.flags(f)
 	return c
 }
 
