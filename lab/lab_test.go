@@ -1,0 +1,161 @@
+package lab
+
+import (
+	"context"
+	"crypto/md5"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mosemu/mosemu/emu"
+	"github.com/mosemu/mosemu/rpc/client"
+)
+
+func TestMalformedLabFiles(t *testing.T) {
+	tests := []struct{ name, yaml, want string }{
+		{"unknown field", "title: x\ngoals:\n  - name: a\n    rpc: {method: A, expect: ok, chanel: ws}\n", "x.yaml:4: chanel: unknown field"},
+		{"bad expect", "title: x\ngoals:\n  - name: a\n    rpc: {method: A, expect: maybe}\n", "x.yaml:3: goals[0].rpc.expect"},
+		{"two checks", "title: x\ngoals:\n  - name: a\n    file: {path: a}\n    config: {key: b}\n", "x.yaml:3: goals[0].: a goal has exactly one check"},
+		{"syntax", "title: x\ngoals: [\n", "x.yaml:2: did not find expected node content"},
+		{"no title", "goals:\n  - name: a\n    file: {path: a}\n", "title: a lab needs a title"},
+		{"wrong type", "title: x\ngoals:\n  - name: a\n    ram: {connections: many}\n", "x.yaml:4:"},
+	}
+	for _, tt := range tests {
+		_, err := Parse("x.yaml", []byte(tt.yaml))
+		var le *Error
+		if !errors.As(err, &le) || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: error %v, want one containing %q", tt.name, err, tt.want)
+		}
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{"title: x\ngoals:\n  - name: a\n    file: {path: a}\n", "goals: [", ""} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		l, err := Parse("fuzz.yaml", b)
+		if err == nil && (l.Title == "" || len(l.Goals) == 0) {
+			t.Fatal("accepted a lab without title or goals")
+		}
+	})
+}
+
+// solve starts the lab's device from dir as `mosemu run` would, lets fix
+// act on it, and stops it.
+func solve(t *testing.T, dir string, opts emu.Options, fix func(d *emu.Device, c *client.Client)) {
+	t.Helper()
+	opts.StateDir, opts.HTTPAddr = dir, "127.0.0.1:0"
+	d, err := emu.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := d.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var c *client.Client
+	if d.HTTPAddr() != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if c, err = client.Dial(ctx, "ws://"+d.HTTPAddr()+"/rpc"); err == nil {
+			defer c.Close()
+		}
+	}
+	fix(d, c)
+}
+
+func call(t *testing.T, c *client.Client, method string, params any) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.Call(ctx, method, params); err != nil {
+		t.Fatalf("%s: %v", method, err)
+	}
+}
+
+// TestShippedLabs works through every shipped lab: start, goals not met,
+// the documented solution, goals met.
+func TestShippedLabs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots several devices")
+	}
+	put := func(t *testing.T, c *client.Client, name, data string) {
+		call(t, c, "FS.Put", map[string]any{"filename": name, "data": base64.StdEncoding.EncodeToString([]byte(data))})
+	}
+	setConfig := func(t *testing.T, c *client.Client, cfg map[string]any) {
+		call(t, c, "Config.Set", map[string]any{"config": cfg, "save": true})
+	}
+	labs := map[string]struct {
+		opts emu.Options
+		fix  func(t *testing.T, d *emu.Device, c *client.Client)
+	}{
+		"lock-rpc.yaml": {fix: func(t *testing.T, d *emu.Device, c *client.Client) {
+			h := md5.Sum([]byte("joe:myproduct:secret"))
+			put(t, c, "rpc_auth.txt", "joe:myproduct:"+hex.EncodeToString(h[:])+"\n")
+			put(t, c, "rpc_acl.json", `[{"method":"Sys.GetInfo","acl":"*"},{"method":"FS.*","acl":"+joe"},{"method":"*","acl":"-*"}]`)
+			setConfig(t, c, map[string]any{"rpc": map[string]any{"auth_domain": "myproduct", "auth_file": "rpc_auth.txt", "acl_file": "rpc_acl.json"}})
+		}},
+		"flash-encryption.yaml": {opts: emu.Options{FlashEncryption: true}, fix: func(t *testing.T, d *emu.Device, c *client.Client) {
+			// As mosemu run --flash-encryption does on an existing device.
+			if err := d.SetBootloaderFlashEncryption(true); err != nil {
+				t.Fatal(err)
+			}
+			if err := d.Reboot(); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		"mutual-tls.yaml": {fix: func(t *testing.T, d *emu.Device, c *client.Client) {
+			setConfig(t, wss(t, d), map[string]any{"http": map[string]any{"ssl_ca_cert": "ca.pem"}})
+		}},
+		"connection-flood.yaml": {fix: func(t *testing.T, d *emu.Device, c *client.Client) {
+			setConfig(t, wss(t, d), map[string]any{"http": map[string]any{"enable": false}})
+		}},
+	}
+	for name, tc := range labs {
+		t.Run(name, func(t *testing.T) {
+			l, err := Load(filepath.Join("..", "labs", name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			dir := t.TempDir()
+			ctx := context.Background()
+			if err := l.Start(ctx, dir, false); err != nil {
+				t.Fatal(err)
+			}
+			r, err := l.Check(ctx, dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Passed {
+				t.Fatalf("goals met before any fix: %+v", r.Goals)
+			}
+			solve(t, dir, tc.opts, func(d *emu.Device, c *client.Client) { tc.fix(t, d, c) })
+			if r, err = l.Check(ctx, dir); err != nil {
+				t.Fatal(err)
+			}
+			if !r.Passed {
+				t.Fatalf("goals not met after the documented fix: %+v", r.Goals)
+			}
+		})
+	}
+}
+
+// wss connects to a device serving RPC over TLS, as mos does with
+// --port wss://.
+func wss(t *testing.T, d *emu.Device) *client.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, "wss://"+d.HTTPAddr()+"/rpc", client.WithTLS(&tls.Config{InsecureSkipVerify: true}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
