@@ -1,0 +1,155 @@
+package labui
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/mosemu/mosemu/emu"
+	"github.com/mosemu/mosemu/emu/snapshot"
+)
+
+func startConsole(t *testing.T, dir string) (*Seat, string) {
+	t.Helper()
+	seat, err := OpenSeat(context.Background(), emu.Options{StateDir: dir, HTTPAddr: "127.0.0.1:0", Seed: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { seat.Close() })
+	if err := seat.Start(); err != nil {
+		t.Fatal(err)
+	}
+	srv := New(Options{})
+	srv.Add("", seat)
+	addr, err := srv.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return seat, "http://" + addr
+}
+
+func post(t *testing.T, base, origin, body string) (int, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", base+"/api/action", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	if origin != "" {
+		req.Header.Set("Origin", origin)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	json.NewDecoder(resp.Body).Decode(&m)
+	return resp.StatusCode, m
+}
+
+// TestConsoleLiveTraceAndActions checks the page, the live RPC trace over
+// the WebSocket, the state, the Origin checks, snapshot and restore.
+func TestConsoleLiveTraceAndActions(t *testing.T) {
+	dir := t.TempDir()
+	seat, base := startConsole(t, dir)
+	resp, err := http.Get(base + "/")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET /: %v %v", resp, err)
+	}
+	resp.Body.Close()
+
+	// Another origin can neither open the WebSocket nor act.
+	if _, resp, err := websocket.DefaultDialer.Dial(strings.Replace(base, "http", "ws", 1)+"/ws", http.Header{"Origin": {"http://evil.example"}}); err == nil || resp.StatusCode != 403 {
+		t.Fatalf("cross-origin WebSocket: %v", err)
+	}
+	if code, _ := post(t, base, "http://evil.example", `{"action":"reset"}`); code != 403 {
+		t.Fatalf("cross-origin action: %d", code)
+	}
+	req, _ := http.NewRequest("GET", base+"/api/state", nil)
+	req.Host = "attacker.example:9090" // DNS rebinding
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 403 {
+		t.Fatalf("foreign Host: %v %v", resp, err)
+	}
+
+	ws, _, err := websocket.DefaultDialer.Dial(strings.Replace(base, "http", "ws", 1)+"/ws", http.Header{"Origin": {base}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	d := seat.Device()
+	r, err := http.Get("http://" + d.HTTPAddr() + "/rpc/Sys.GetInfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Body.Close()
+	ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var sawRPC, sawState bool
+	for !sawRPC || !sawState {
+		var m Message
+		if err := ws.ReadJSON(&m); err != nil {
+			t.Fatalf("reading the live stream: %v", err)
+		}
+		switch {
+		case m.T == "rpc" && m.Call.Method == "Sys.GetInfo":
+			sawRPC = m.Call.Channel == "HTTP" && m.Call.Auth == "anonymous"
+		case m.T == "state":
+			s := m.State
+			sawState = s.Device.Running && len(s.Flash.Map) == 1024 && s.Efuses != nil && len(s.Config) > 100 && len(s.ATCA.Slots) == 16
+			for _, b := range s.Efuses.Blocks {
+				if b.State == "" {
+					t.Errorf("block %d has no state", b.Block)
+				}
+			}
+		}
+	}
+
+	if code, m := post(t, base, base, `{"action":"snapshot","name":"clean"}`); code != 200 {
+		t.Fatalf("snapshot: %d %v", code, m)
+	}
+	// A key in flash, then restore: it is gone.
+	if err := os.WriteFile(filepath.Join(t.TempDir(), "x"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, _ := d.FS().Create("key.pem")
+	f.Write([]byte("-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEI\n-----END EC PRIVATE KEY-----\n"))
+	f.Close()
+	if s := Inspect("", d); len(s.Flash.Secrets) == 0 {
+		t.Fatal("plaintext private key not flagged on the flash map")
+	}
+	// Another process may not restore while the seat runs the device.
+	if err := (snapshot.Store{StateDir: dir}).Restore("clean"); err == nil {
+		t.Fatal("restore allowed while the device runs")
+	}
+	if code, m := post(t, base, "", `{"action":"restore","name":"clean"}`); code != 200 {
+		t.Fatalf("restore: %d %v", code, m)
+	}
+	d = seat.Device()
+	if _, err := d.FS().Stat("key.pem"); err == nil {
+		t.Fatal("key.pem survived the restore")
+	}
+	if code, m := post(t, base, base, `{"action":"reset"}`); code != 200 || !seat.Device().Running() {
+		t.Fatalf("reset: %d %v", code, m)
+	}
+	if code, m := post(t, base, base, `{"action":"powercut"}`); code != 200 || !seat.Device().Running() {
+		t.Fatalf("power cut: %d %v", code, m)
+	}
+}
+
+func TestClassifySector(t *testing.T) {
+	erased := make([]byte, 4096)
+	for i := range erased {
+		erased[i] = 0xFF
+	}
+	if c, _ := ClassifySector(erased); c != 'e' {
+		t.Errorf("erased sector: %c", c)
+	}
+	text := append([]byte("joe:myproduct:a8c53ec89d0a1b56e3e6ae2e1e0b1bf6\n"), erased[:4000]...)
+	if c, s := ClassifySector(text[:4096]); c != 'p' || len(s) != 1 {
+		t.Errorf("rpc_auth.txt sector: %c %v", c, s)
+	}
+}
