@@ -3,6 +3,11 @@ package lab
 import (
 	"context"
 	"crypto/md5"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/binary"
+	"encoding/json"
+	"encoding/pem"
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/hex"
@@ -14,6 +19,7 @@ import (
 
 	"github.com/mosemu/mosemu/emu"
 	"github.com/mosemu/mosemu/rpc/client"
+	"github.com/spf13/afero"
 )
 
 func TestMalformedLabFiles(t *testing.T) {
@@ -112,6 +118,40 @@ func TestShippedLabs(t *testing.T) {
 		}},
 		"mutual-tls.yaml": {fix: func(t *testing.T, d *emu.Device, c *client.Client) {
 			setConfig(t, wss(t, d), map[string]any{"http": map[string]any{"ssl_ca_cert": "ca.pem"}})
+		}},
+		"atca-tls-key.yaml": {fix: func(t *testing.T, d *emu.Device, c *client.Client) {
+			c = wss(t, d)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			res, err := c.Call(ctx, "ATCA.GetConfig", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var gc struct{ Config []byte }
+			json.Unmarshal(res, &gc)
+			cfg := gc.Config // slot 0: ECC private key written encrypted with the slot 4 key
+			binary.LittleEndian.PutUint16(cfg[20:], 0x6481)
+			binary.LittleEndian.PutUint16(cfg[96:], 0x0033)
+			binary.LittleEndian.PutUint16(cfg[28:], 0x8F8F)
+			binary.LittleEndian.PutUint16(cfg[104:], 0x001C)
+			call(t, c, "ATCA.SetConfig", map[string]any{"config": cfg})
+			call(t, c, "ATCA.LockZone", map[string]any{"zone": 0})
+			wkey := make([]byte, 32)
+			rand.Read(wkey)
+			call(t, c, "ATCA.SetKey", map[string]any{"slot": 4, "key": wkey})
+			call(t, c, "ATCA.LockZone", map[string]any{"zone": 1})
+			keyPEM, err := afero.ReadFile(d.FS(), "key.pem") // mos get key.pem
+			if err != nil {
+				t.Fatal(err)
+			}
+			blk, _ := pem.Decode(keyPEM)
+			k, err := x509.ParseECPrivateKey(blk.Bytes)
+			if err != nil {
+				t.Fatal(err)
+			}
+			call(t, c, "ATCA.SetKey", map[string]any{"slot": 0, "ecc": true, "key": k.D.FillBytes(make([]byte, 32)), "wkey": wkey, "wkslot": 4})
+			setConfig(t, c, map[string]any{"http": map[string]any{"ssl_key": "ATCA:0"}})
+			call(t, c, "FS.Remove", map[string]any{"filename": "key.pem"})
 		}},
 		"connection-flood.yaml": {fix: func(t *testing.T, d *emu.Device, c *client.Client) {
 			setConfig(t, wss(t, d), map[string]any{"http": map[string]any{"enable": false}})

@@ -37,6 +37,7 @@ type Seat struct {
 	mu      sync.Mutex
 	dev     *emu.Device
 	release func()
+	past    *backlog
 	// OnReopen, when set, is called after the device was reopened (its
 	// serial pty path changes, as when a USB board is replugged).
 	OnReopen func(*emu.Device)
@@ -48,7 +49,8 @@ func OpenSeat(ctx context.Context, opts emu.Options) (*Seat, error) {
 	if opts.Hub == nil {
 		opts.Hub = &observe.Hub{}
 	}
-	s := &Seat{opts: opts, ctx: ctx}
+	s := &Seat{opts: opts, ctx: ctx, past: &backlog{}}
+	opts.Hub.Add(s.past) // before the first boot, so a page opened later sees it
 	if err := s.open(); err != nil {
 		return nil, err
 	}
@@ -70,6 +72,34 @@ func (s *Seat) open() error {
 	}
 	s.dev, s.release = d, release
 	return nil
+}
+
+// Backlog returns the latest events (console lines, RPC calls, lifecycle),
+// oldest first, for a page opened after them.
+func (s *Seat) Backlog() []observe.Event { return s.past.get() }
+
+// backlog keeps the latest events of a seat.
+type backlog struct {
+	mu     sync.Mutex
+	events []observe.Event
+}
+
+const keepBacklog = 1000
+
+func (b *backlog) Provides(k observe.Kind) bool { return k != observe.FlashWrite }
+func (b *backlog) OnEvent(e observe.Event) {
+	b.mu.Lock()
+	if len(b.events) >= keepBacklog {
+		b.events = append(b.events[:0:0], b.events[len(b.events)-keepBacklog/2:]...)
+	}
+	b.events = append(b.events, e)
+	b.mu.Unlock()
+}
+
+func (b *backlog) get() []observe.Event {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]observe.Event(nil), b.events...)
 }
 
 // Start boots the device.

@@ -93,6 +93,11 @@ func appendRing(r []Message, m Message, n int) []Message {
 }
 
 func (v *view) run(ctx context.Context) {
+	if b, ok := v.target.(interface{ Backlog() []observe.Event }); ok {
+		for _, e := range b.Backlog() {
+			v.record(e)
+		}
+	}
 	remove := v.target.Hub().Add(eventHook{v.events})
 	defer remove()
 	tick := time.NewTicker(700 * time.Millisecond)

@@ -8,6 +8,7 @@ const q = dev ? "?dev=" + encodeURIComponent(dev) : "";
 let consoleLines = [];
 const sources = new Set();
 let state = null;
+window.addEventListener("error", (e) => status("page error: " + e.message, true));
 
 function el(tag, text, cls) {
   const e = document.createElement(tag);
@@ -208,12 +209,12 @@ function connect() {
     switch (m.t) {
       case "hello":
         consoleLines = []; $("console").replaceChildren(); $("rpc").tBodies[0].replaceChildren(); $("events").replaceChildren();
-        (m.console || []).forEach((c) => addConsole(c.line));
+        (m.console || []).forEach((c) => addConsole(c.line || ""));
         (m.rpc || []).forEach(addRPC);
         (m.events || []).forEach(addEvent);
         document.body.dataset.connected = "true";
         break;
-      case "console": addConsole(m.line); break;
+      case "console": addConsole(m.line || ""); break;
       case "rpc": addRPC(m); break;
       case "event": addEvent(m); break;
       case "state": showState(m.state); break;
