@@ -3,8 +3,8 @@ package main
 import (
 	"bufio"
 	"crypto/md5"
-	"encoding/hex"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"net/http"
