@@ -153,3 +153,54 @@ func TestClassifySector(t *testing.T) {
 		t.Errorf("rpc_auth.txt sector: %c %v", c, s)
 	}
 }
+
+// TestFleetList shows several devices: a list, a page per device, and the
+// actions a fleet device does not support refused.
+func TestFleetList(t *testing.T) {
+	srv := New(Options{})
+	for _, name := range []string{"dev-0000", "dev-0001"} {
+		d, err := emu.New(emu.Options{StateDir: filepath.Join(t.TempDir(), name), HTTPAddr: "127.0.0.1:0"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		if err := d.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		srv.Add(name, DeviceTarget{D: d})
+	}
+	addr, err := srv.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	base := "http://" + addr
+	resp, err := http.Get(base + "/api/devices")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var devs []struct{ Name, ID string }
+	json.NewDecoder(resp.Body).Decode(&devs)
+	resp.Body.Close()
+	if len(devs) != 2 || devs[1].Name != "dev-0001" || devs[1].ID == "" {
+		t.Fatalf("devices %+v", devs)
+	}
+	resp, err = http.Get(base + "/api/state?dev=dev-0001")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("state of dev-0001: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	req, _ := http.NewRequest("POST", base+"/api/action?dev=dev-0001", strings.NewReader(`{"action":"powercut"}`))
+	req.Header.Set("Content-Type", "application/json")
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 409 {
+		t.Fatalf("power cut of a fleet device: %v %v", resp, err)
+	}
+	req, _ = http.NewRequest("POST", base+"/api/action?dev=dev-0000", strings.NewReader(`{"action":"reset"}`))
+	req.Header.Set("Content-Type", "application/json")
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("reset of a fleet device: %v %v", resp, err)
+	}
+	if resp, _ := http.Get(base + "/api/state?dev=nosuch"); resp.StatusCode != 404 {
+		t.Fatalf("unknown device: %d", resp.StatusCode)
+	}
+}

@@ -21,7 +21,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -56,10 +55,11 @@ type Server struct {
 	ln    net.Listener
 	ctx   context.Context
 	stop  context.CancelFunc
-	mu    sync.Mutex
-	views map[string]*view
-	order []string
-	wg    sync.WaitGroup
+	mu      sync.Mutex
+	targets map[string]Target
+	views   map[string]*view // created when a page first asks for the device
+	order   []string
+	wg      sync.WaitGroup
 }
 
 // New returns a server without devices; Add them, then Serve.
@@ -71,18 +71,19 @@ func New(opts Options) *Server {
 		opts.GoalsEvery = 15 * time.Second
 	}
 	ctx, stop := context.WithCancel(context.Background())
-	return &Server{opts: opts, ctx: ctx, stop: stop, views: map[string]*view{}}
+	return &Server{opts: opts, ctx: ctx, stop: stop, targets: map[string]Target{}, views: map[string]*view{}}
 }
 
-// Add shows t under name ("" for the only device of `mosemu run`).
+// Add shows t under name ("" for the only device of `mosemu run`). A
+// device costs nothing until a page opens it, so a fleet can add all its
+// devices.
 func (s *Server) Add(name string, t Target) {
-	v := newView(s, name, t)
 	s.mu.Lock()
-	s.views[name] = v
-	s.order = append(s.order, name)
-	s.mu.Unlock()
-	s.wg.Add(1)
-	go func() { defer s.wg.Done(); v.run(s.ctx) }()
+	defer s.mu.Unlock()
+	if _, dup := s.targets[name]; !dup {
+		s.order = append(s.order, name)
+	}
+	s.targets[name] = t
 }
 
 // Listen starts serving on addr (host:port; port 0 picks one) and returns
@@ -174,8 +175,18 @@ func (s *Server) view(r *http.Request) (*view, bool) {
 	if name == "" && len(s.order) == 1 {
 		name = s.order[0]
 	}
-	v, ok := s.views[name]
-	return v, ok
+	if v, ok := s.views[name]; ok {
+		return v, true
+	}
+	t, ok := s.targets[name]
+	if !ok || s.ctx.Err() != nil {
+		return nil, false
+	}
+	v := newView(s, name, t)
+	s.views[name] = v
+	s.wg.Add(1)
+	go func() { defer s.wg.Done(); v.run(s.ctx) }()
+	return v, true
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -194,14 +205,14 @@ func (s *Server) devices(w http.ResponseWriter, _ *http.Request) {
 	}
 	s.mu.Lock()
 	names := append([]string(nil), s.order...)
+	targets := make([]Target, len(names))
+	for i, n := range names {
+		targets[i] = s.targets[n]
+	}
 	s.mu.Unlock()
-	sort.Strings(names)
 	out := []dev{}
-	for _, n := range names {
-		s.mu.Lock()
-		v := s.views[n]
-		s.mu.Unlock()
-		d := v.target.Device()
+	for i, n := range names {
+		d := targets[i].Device()
 		out = append(out, dev{Name: n, ID: d.DeviceID(), HTTPAddr: d.HTTPAddr(), Running: d.Running()})
 	}
 	writeJSON(w, 200, out)

@@ -77,11 +77,22 @@ type view struct {
 	dirty   bool
 	kick    chan struct{}
 	checkMu sync.Mutex
+	remove  func()    // detaches the view from the hub
+	seen    time.Time // events up to this instant came from the backlog
 }
 
+// newView attaches a view to t's events, after what t remembers of
+// earlier ones (a Seat's backlog).
 func newView(s *Server, name string, t Target) *view {
 	v := &view{s: s, name: name, target: t, events: make(chan observe.Event, 4096),
 		clients: map[*client]bool{}, kick: make(chan struct{}, 1), dirty: true}
+	v.remove = t.Hub().Add(eventHook{v.events})
+	if b, ok := t.(interface{ Backlog() []observe.Event }); ok {
+		for _, e := range b.Backlog() {
+			v.record(e)
+			v.seen = e.Time
+		}
+	}
 	return v
 }
 
@@ -93,13 +104,7 @@ func appendRing(r []Message, m Message, n int) []Message {
 }
 
 func (v *view) run(ctx context.Context) {
-	if b, ok := v.target.(interface{ Backlog() []observe.Event }); ok {
-		for _, e := range b.Backlog() {
-			v.record(e)
-		}
-	}
-	remove := v.target.Hub().Add(eventHook{v.events})
-	defer remove()
+	defer v.remove()
 	tick := time.NewTicker(700 * time.Millisecond)
 	defer tick.Stop()
 	lastFull := time.Time{}
@@ -109,7 +114,9 @@ func (v *view) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case e := <-v.events:
-			v.record(e)
+			if e.Time.After(v.seen) { // not already taken from the backlog
+				v.record(e)
+			}
 		case <-v.kick:
 			v.pushState()
 			lastFull = time.Now()

@@ -65,3 +65,18 @@ func startUI(seat *labui.Seat, lo labOptions) (*labui.Server, error) {
 	fmt.Printf("  Lab console:        http://%s/\n", addr)
 	return srv, nil
 }
+
+// fleetUI serves the lab console of a fleet: a list of its devices, each
+// linking to its page (reset and download mode; no snapshots).
+func fleetUI(addr string, devs []*emu.Device) (*labui.Server, error) {
+	srv := labui.New(labui.Options{})
+	for i, d := range devs {
+		srv.Add(fmt.Sprintf("dev-%04d", i), labui.DeviceTarget{D: d})
+	}
+	a, err := srv.Listen(addr)
+	if err != nil {
+		return nil, fmt.Errorf("--ui: %w", err)
+	}
+	fmt.Printf("  Lab console:        http://%s/\n", a)
+	return srv, nil
+}
