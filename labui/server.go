@@ -50,11 +50,11 @@ type Options struct {
 
 // Server serves the lab console of one or more devices.
 type Server struct {
-	opts  Options
-	srv   *http.Server
-	ln    net.Listener
-	ctx   context.Context
-	stop  context.CancelFunc
+	opts    Options
+	srv     *http.Server
+	ln      net.Listener
+	ctx     context.Context
+	stop    context.CancelFunc
 	mu      sync.Mutex
 	targets map[string]Target
 	views   map[string]*view // created when a page first asks for the device
