@@ -2,11 +2,13 @@ package emu
 
 import (
 	"errors"
+	"log/slog"
 	"strings"
 	"time"
 
 	"github.com/mosemu/mosemu/atca"
 	"github.com/mosemu/mosemu/configs"
+	"github.com/mosemu/mosemu/emu/console"
 	"github.com/mosemu/mosemu/emu/observe"
 	"github.com/mosemu/mosemu/emu/partition"
 	"github.com/mosemu/mosemu/rpc"
@@ -23,9 +25,27 @@ func (d *Device) Hub() *observe.Hub { return d.hub }
 // consoleEvents is a console sink that reports every line to the hub.
 type consoleEvents struct{ hub *observe.Hub }
 
-func (c consoleEvents) WriteLog(line []byte) {
+func (c consoleEvents) WriteLog(line []byte) { c.emit("", line) }
+
+// WriteLogLevel implements console.LevelSink.
+func (c consoleEvents) WriteLogLevel(l slog.Level, line []byte) {
+	level := "verbose"
+	switch {
+	case l >= console.LevelError:
+		level = "error"
+	case l >= console.LevelWarn:
+		level = "warn"
+	case l >= console.LevelInfo:
+		level = "info"
+	case l >= console.LevelDebug:
+		level = "debug"
+	}
+	c.emit(level, line)
+}
+
+func (c consoleEvents) emit(level string, line []byte) {
 	if c.hub.Wants(observe.Console) {
-		c.hub.Emit(observe.Event{Kind: observe.Console, Line: strings.TrimRight(string(line), "\r\n")})
+		c.hub.Emit(observe.Event{Kind: observe.Console, Level: level, Line: strings.TrimRight(string(line), "\r\n")})
 	}
 }
 

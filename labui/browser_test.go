@@ -117,6 +117,16 @@ func TestBrowserLabConsole(t *testing.T) {
 	}
 	waitJS(t, ctx, "curl call in the RPC trace", `[...document.querySelectorAll("#rpc tbody tr")].some(r => r.dataset.method === "FS.List" && r.cells[1].textContent === "HTTP" && r.dataset.auth === "anonymous")`)
 
+	// The level filter: an error line stays, the info banner goes.
+	exec.Command(curl, "-sS", "-m", "10", "http://"+d.HTTPAddr()+"/rpc/No.Such").Run()
+	waitJS(t, ctx, "error line logged", `document.getElementById("console").textContent.includes("No handler for No.Such")`)
+	if err := chromedp.Do(ctx, chromedp.SetValue(chromedp.ID("con-level"), "0")); err != nil {
+		t.Fatal(err)
+	}
+	chromedp.Run(ctx, chromedp.Evaluate[bool](`document.getElementById("con-level").dispatchEvent(new Event("input")), true`))
+	waitJS(t, ctx, "only errors shown", `(() => { const c = document.getElementById("console"); return c.textContent.includes("No handler for No.Such") && !c.textContent.includes("Mongoose OS 2"); })()`)
+	chromedp.Run(ctx, chromedp.Evaluate[bool](`(() => { const s = document.getElementById("con-level"); s.value = "4"; s.dispatchEvent(new Event("input")); return true; })()`))
+
 	// The fs partition is plaintext with a flagged key.
 	waitJS(t, ctx, "fs_0 plaintext", `(() => { const r = document.querySelector('#parts tr[data-label="fs_0"]'); return r && +r.dataset.plain > 0 && +r.dataset.cipher === 0; })()`)
 	waitJS(t, ctx, "private key flagged", `document.getElementById("secrets").textContent.includes("private key")`)

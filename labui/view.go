@@ -24,6 +24,7 @@ type Message struct {
 	T       string      `json:"t"` // hello, console, rpc, event, state, goals
 	Time    time.Time   `json:"time,omitzero"`
 	Line    string      `json:"line,omitempty"`
+	Level   string      `json:"level,omitempty"` // console lines: error, warn, info, debug, verbose
 	Call    *CallView   `json:"call,omitempty"`
 	Console []Message   `json:"console,omitempty"`
 	RPC     []Message   `json:"rpc,omitempty"`
@@ -144,7 +145,7 @@ func (v *view) record(e observe.Event) {
 	var m Message
 	switch e.Kind {
 	case observe.Console:
-		m = Message{T: "console", Time: e.Time, Line: e.Line}
+		m = Message{T: "console", Time: e.Time, Line: e.Line, Level: e.Level}
 	case observe.RPC:
 		c := e.Call
 		m = Message{T: "rpc", Time: e.Time, Call: &CallView{Channel: c.Channel, Peer: c.Peer, Method: c.Method,

@@ -48,6 +48,9 @@ type Event struct {
 	// Line is the console line as printed on the UART, without the newline
 	// (Console), or what happened (Lifecycle).
 	Line string
+	// Level is the console line's level: "error", "warn", "info", "debug",
+	// "verbose", or "" for lines printed without one (boot ROM, banner).
+	Level string
 	// Call describes an RPC request (RPC).
 	Call *Call
 	// Off and Len are the flash range programmed or erased (FlashWrite).

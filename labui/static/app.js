@@ -45,34 +45,38 @@ document.addEventListener("click", (ev) => {
 });
 
 // Console
+const levelRank = { error: 0, warn: 1, info: 2, debug: 3, verbose: 4, "": 2 };
 function srcOf(line) { return line.slice(0, 24).trim().split(":")[0]; }
-function isError(line) { return / E |error|Error|failed|finding=/.test(line); }
-function lineVisible(line) {
+function lineVisible(c) {
+  const line = c.line;
   const f = $("con-filter").value.toLowerCase();
   const s = $("con-src").value;
   if (f && !line.toLowerCase().includes(f)) return false;
   if (s && srcOf(line) !== s) return false;
   if ($("con-findings").checked && !line.includes("finding=")) return false;
-  if ($("con-errors").checked && !isError(line)) return false;
+  if (levelRank[c.level || ""] > +$("con-level").value) return false;
   return true;
 }
-function consoleNode(line) {
-  const cls = line.includes("finding=") ? "finding" : (/error|failed/i.test(line) ? "err" : "");
-  return el("span", line + "\n", cls);
+function consoleNode(c) {
+  const cls = c.line.includes("finding=") ? "finding" : (c.level === "error" ? "err" : c.level === "warn" ? "warn" : "");
+  const n = el("span", c.line + "\n", cls);
+  if (c.level) n.dataset.level = c.level;
+  return n;
 }
-function addConsole(line) {
-  consoleLines.push(line);
+function addConsole(line, level) {
+  const c = { line, level: level || "" };
+  consoleLines.push(c);
   if (consoleLines.length > 2000) consoleLines = consoleLines.slice(-1500);
   const s = srcOf(line);
   if (s && !sources.has(s)) {
     sources.add(s);
     const o = el("option", s); o.value = s; $("con-src").appendChild(o);
   }
-  if (lineVisible(line)) {
-    const c = $("console");
-    c.appendChild(consoleNode(line));
-    while (c.childNodes.length > 1500) c.removeChild(c.firstChild);
-    if ($("con-follow").checked) c.scrollTop = c.scrollHeight;
+  if (lineVisible(c)) {
+    const pre = $("console");
+    pre.appendChild(consoleNode(c));
+    while (pre.childNodes.length > 1500) pre.removeChild(pre.firstChild);
+    if ($("con-follow").checked) pre.scrollTop = pre.scrollHeight;
   }
 }
 function redrawConsole() {
@@ -80,7 +84,7 @@ function redrawConsole() {
   c.replaceChildren(...consoleLines.filter(lineVisible).map(consoleNode));
   c.scrollTop = c.scrollHeight;
 }
-for (const id of ["con-filter", "con-src", "con-findings", "con-errors"]) $(id).addEventListener("input", redrawConsole);
+for (const id of ["con-filter", "con-src", "con-findings", "con-level"]) $(id).addEventListener("input", redrawConsole);
 
 // RPC trace
 function addRPC(m) {
@@ -209,12 +213,12 @@ function connect() {
     switch (m.t) {
       case "hello":
         consoleLines = []; $("console").replaceChildren(); $("rpc").tBodies[0].replaceChildren(); $("events").replaceChildren();
-        (m.console || []).forEach((c) => addConsole(c.line || ""));
+        (m.console || []).forEach((c) => addConsole(c.line || "", c.level));
         (m.rpc || []).forEach(addRPC);
         (m.events || []).forEach(addEvent);
         document.body.dataset.connected = "true";
         break;
-      case "console": addConsole(m.line || ""); break;
+      case "console": addConsole(m.line || "", m.level); break;
       case "rpc": addRPC(m); break;
       case "event": addEvent(m); break;
       case "state": showState(m.state); break;
