@@ -204,3 +204,41 @@ func TestFleetList(t *testing.T) {
 		t.Fatalf("unknown device: %d", resp.StatusCode)
 	}
 }
+
+// TestHoldDownloadMode holds the chip in the ROM loader from the console
+// and releases it: the firmware stops, then boots again.
+func TestHoldDownloadMode(t *testing.T) {
+	seat, err := OpenSeat(context.Background(), emu.Options{StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Serial: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer seat.Close()
+	if err := seat.Start(); err != nil {
+		t.Fatal(err)
+	}
+	srv := New(Options{})
+	srv.Add("", seat)
+	addr, err := srv.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	base := "http://" + addr
+	waitFor := func(what string, f func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !f(); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("timed out waiting for " + what)
+			}
+		}
+	}
+	if code, m := post(t, base, base, `{"action":"download"}`); code != 200 {
+		t.Fatalf("download: %d %v", code, m)
+	}
+	d := seat.Device()
+	waitFor("download mode", func() bool { return d.Downloading() && !d.Running() })
+	if code, m := post(t, base, base, `{"action":"release"}`); code != 200 {
+		t.Fatalf("release: %d %v", code, m)
+	}
+	waitFor("the firmware back", func() bool { return !d.Downloading() && d.Running() })
+}
