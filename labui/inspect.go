@@ -226,7 +226,9 @@ const cipherEntropy = 7.5
 
 var (
 	pemHeader  = regexp.MustCompile(`-----BEGIN ([A-Z0-9 ]+)-----`)
-	htdigestRe = regexp.MustCompile(`(?m)^[A-Za-z0-9_.@-]{1,64}:[^:\s]{1,64}:[0-9a-f]{32}$`)
+	// An htdigest line (user:realm:md5), also inside littlefs metadata
+	// where small files are stored inline next to binary bytes.
+	htdigestRe = regexp.MustCompile(`[A-Za-z0-9_.@-]{1,64}:[A-Za-z0-9_.@ -]{1,64}:[0-9a-f]{32}(?:[^0-9a-f]|$)`)
 )
 
 func inspectFlash(chip *flash.Chip, table partition.Table) FlashView {

@@ -148,9 +148,11 @@ func TestClassifySector(t *testing.T) {
 	if c, _ := ClassifySector(erased); c != 'e' {
 		t.Errorf("erased sector: %c", c)
 	}
-	text := append([]byte("joe:myproduct:a8c53ec89d0a1b56e3e6ae2e1e0b1bf6\n"), erased[:4000]...)
-	if c, s := ClassifySector(text[:4096]); c != 'p' || len(s) != 1 {
-		t.Errorf("rpc_auth.txt sector: %c %v", c, s)
+	for _, prefix := range []string{"", "\x00\x10\x02\xc4"} { // alone, or inline in littlefs metadata
+		text := append([]byte(prefix+"joe:myproduct:a8c53ec89d0a1b56e3e6ae2e1e0b1bf6\n"), erased[:4000]...)
+		if c, s := ClassifySector(text[:4096]); c != 'p' || len(s) != 1 || s[0].Offset != int64(len(prefix)) {
+			t.Errorf("rpc_auth.txt sector: %c %v", c, s)
+		}
 	}
 }
 
@@ -241,4 +243,19 @@ func TestHoldDownloadMode(t *testing.T) {
 		t.Fatalf("release: %d %v", code, m)
 	}
 	waitFor("the firmware back", func() bool { return !d.Downloading() && d.Running() })
+}
+
+func FuzzClassifySector(f *testing.F) {
+	f.Add([]byte("-----BEGIN EC PRIVATE KEY-----\njoe:myproduct:a8c53ec89d0a1b56e3e6ae2e1e0b1bf6\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, secrets := ClassifySector(b)
+		if c != 'e' && c != 'p' && c != 'c' {
+			t.Fatalf("class %q", c)
+		}
+		for _, s := range secrets {
+			if s.Offset < 0 || s.Offset >= int64(len(b)) {
+				t.Fatalf("secret offset %d outside %d bytes", s.Offset, len(b))
+			}
+		}
+	})
 }
