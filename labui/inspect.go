@@ -225,7 +225,7 @@ func blockBitsSet(ef *efuse.Efuses, block int) int {
 const cipherEntropy = 7.5
 
 var (
-	pemHeader  = regexp.MustCompile(`-----BEGIN ([A-Z0-9 ]+)-----`)
+	pemHeader = regexp.MustCompile(`-----BEGIN ([A-Z0-9 ]+)-----`)
 	// An htdigest line (user:realm:md5), also inside littlefs metadata
 	// where small files are stored inline next to binary bytes.
 	htdigestRe = regexp.MustCompile(`[A-Za-z0-9_.@-]{1,64}:[A-Za-z0-9_.@ -]{1,64}:[0-9a-f]{32}(?:[^0-9a-f]|$)`)
