@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -24,6 +25,8 @@ type Lab struct {
 	Solution string `yaml:"solution"`
 	Device   Device `yaml:"device"`
 	Goals    []Goal `yaml:"goals"`
+
+	dir string // of the lab file, for relative paths
 }
 
 // Device is the starting device.
@@ -37,11 +40,24 @@ type Device struct {
 	// PKI writes a fresh CA and server and client certificates and keys:
 	// ca.pem, cert.pem, key.pem, client.pem, client.key.pem.
 	PKI bool `yaml:"pki"`
+	// ATCA provisions the ATECC608A (factory blank without it).
+	ATCA *ATCA `yaml:"atca"`
 	// Efuses are burned (espefuse field names, BLK0 only).
 	Efuses map[string]uint64 `yaml:"efuses"`
 	// Run flags the device needs (mosemu run --tls-latency, --mbedtls-dynamic-buffers).
 	TLSLatency            bool `yaml:"tls_latency"`
 	MbedTLSDynamicBuffers bool `yaml:"mbedtls_dynamic_buffers"`
+}
+
+// ATCA is the starting state of the ATECC608A.
+type ATCA struct {
+	// Config is a configuration zone in mos's YAML format (as
+	// mos atca-get-config prints it), relative to the lab file.
+	Config     string `yaml:"config"`
+	LockConfig bool   `yaml:"lock_config"`
+	LockData   bool   `yaml:"lock_data"`
+	// GenKey lists slots that get a fresh private key (after the locks).
+	GenKey []int `yaml:"genkey"`
 }
 
 // Goal is one check. Exactly one of the check fields is set.
@@ -140,7 +156,12 @@ func Load(path string) (*Lab, error) {
 	if err != nil {
 		return nil, err
 	}
-	return Parse(path, b)
+	l, err := Parse(path, b)
+	if err != nil {
+		return nil, err
+	}
+	l.dir = filepath.Dir(path)
+	return l, nil
 }
 
 // Parse decodes a lab; name is used in errors.
@@ -213,6 +234,16 @@ func (l *Lab) validate(name string, doc *yaml.Node) error {
 	case "", "esp32", "esp8266":
 	default:
 		return &Error{File: name, Field: "device.arch", Msg: fmt.Sprintf("unknown arch %q (esp32 or esp8266)", l.Device.Arch)}
+	}
+	if a := l.Device.ATCA; a != nil {
+		for _, s := range a.GenKey {
+			if s < 0 || s > 15 {
+				return &Error{File: name, Field: "device.atca.genkey", Msg: fmt.Sprintf("slot %d: slots are 0..15", s)}
+			}
+		}
+		if a.LockData && !a.LockConfig {
+			return &Error{File: name, Field: "device.atca.lock_data", Msg: "the data zone can only be locked after the config zone (lock_config: true)"}
+		}
 	}
 	if len(l.Goals) == 0 {
 		return &Error{File: name, Field: "goals", Msg: "a lab needs at least one goal"}

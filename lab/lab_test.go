@@ -12,11 +12,13 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/mosemu/mosemu/atca"
 	"github.com/mosemu/mosemu/emu"
 	"github.com/mosemu/mosemu/rpc/client"
 	"github.com/spf13/afero"
@@ -198,4 +200,49 @@ func wss(t *testing.T, d *emu.Device) *client.Client {
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// TestStartProvisionsATCA builds a device whose ATECC608A is configured
+// from mos's YAML sample, locked, with a key generated in slot 0.
+func TestStartProvisionsATCA(t *testing.T) {
+	labDir := t.TempDir()
+	src := filepath.Join(labDir, "atca.yaml")
+	sample, err := os.ReadFile(filepath.Join("..", "configs", "atca-test-config.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(labDir, "chip.yaml"), sample, 0o644) // relative to the lab file
+	text := `title: ATECC provisioned
+device:
+  config: {sys: {atca: {enable: true}}}
+  atca:
+    config: chip.yaml
+    lock_config: true
+    lock_data: true
+    genkey: [0]
+goals:
+  - {name: g, file: {path: a}}
+`
+	if err := os.WriteFile(src, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l, err := Load(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := l.Start(context.Background(), dir, false); err != nil {
+		t.Fatal(err)
+	}
+	chip, err := atca.Load(filepath.Join(dir, emu.ATCAFile), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, written := chip.Inspect()
+	if cfg[86] == 0x55 || cfg[87] == 0x55 || !written[0] {
+		t.Fatalf("chip not provisioned: locks %x %x, slot 0 written %v", cfg[86], cfg[87], written[0])
+	}
+	if _, err := Parse("bad.yaml", []byte("title: t\ndevice:\n  atca: {lock_data: true}\ngoals:\n  - {name: g, file: {path: a}}\n")); err == nil || !strings.Contains(err.Error(), "device.atca.lock_data") {
+		t.Fatalf("lock_data without lock_config: %v", err)
+	}
 }

@@ -19,7 +19,9 @@ import (
 	"strings"
 	"time"
 
+	atcahost "github.com/mosemu/mosemu/atca/host"
 	"github.com/mosemu/mosemu/emu"
+	"github.com/mosemu/mosemu/emu/i2c"
 	"github.com/mosemu/mosemu/emu/flash"
 	"github.com/mosemu/mosemu/emu/snapshot"
 	"github.com/mosemu/mosemu/labui"
@@ -77,6 +79,11 @@ func (l *Lab) Start(ctx context.Context, dir string, force bool) error {
 			return err
 		}
 	}
+	if l.Device.ATCA != nil {
+		if err := l.provisionATCA(d); err != nil {
+			return fmt.Errorf("device.atca: %w", err)
+		}
+	}
 	if ef := d.Efuses(); ef != nil {
 		for name, v := range l.Device.Efuses {
 			if err := ef.Burn(name, v); err != nil {
@@ -94,6 +101,49 @@ func (l *Lab) Start(ctx context.Context, dir string, force bool) error {
 	}
 	_, err = snapshot.Store{StateDir: dir}.Save(StartSnapshot)
 	return err
+}
+
+// provisionATCA sets up the ATECC608A as a host would over I2C: the
+// configuration zone, the locks, fresh keys.
+func (l *Lab) provisionATCA(d *emu.Device) error {
+	a := l.Device.ATCA
+	bus := i2c.NewBus()
+	const addr = 0x60
+	bus.Attach(addr, d.ATCA())
+	drv := atcahost.New(bus, addr)
+	if a.Config != "" {
+		p := a.Config
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(l.dir, p)
+		}
+		text, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		cfg, err := atcahost.ParseMosYAML(text)
+		if err != nil {
+			return fmt.Errorf("%s: %w", a.Config, err)
+		}
+		if err := drv.WriteConfig(cfg); err != nil {
+			return fmt.Errorf("writing the config zone: %w", err)
+		}
+	}
+	if a.LockConfig {
+		if err := drv.LockZone(0); err != nil {
+			return fmt.Errorf("locking the config zone: %w", err)
+		}
+	}
+	if a.LockData {
+		if err := drv.LockZone(1); err != nil {
+			return fmt.Errorf("locking the data zone: %w", err)
+		}
+	}
+	for _, s := range a.GenKey {
+		if _, err := drv.GenKey(s); err != nil {
+			return fmt.Errorf("GenKey slot %d: %w", s, err)
+		}
+	}
+	return nil
 }
 
 // writePKI writes a CA, a server certificate for the device and a client
