@@ -21,8 +21,8 @@ import (
 
 	atcahost "github.com/mosemu/mosemu/atca/host"
 	"github.com/mosemu/mosemu/emu"
-	"github.com/mosemu/mosemu/emu/i2c"
 	"github.com/mosemu/mosemu/emu/flash"
+	"github.com/mosemu/mosemu/emu/i2c"
 	"github.com/mosemu/mosemu/emu/snapshot"
 	"github.com/mosemu/mosemu/labui"
 	"github.com/mosemu/mosemu/rpc"
