@@ -2,6 +2,8 @@ package labui
 
 import (
 	"context"
+	"encoding/hex"
+	"io"
 	"encoding/json"
 	"net/http"
 	"os"
@@ -13,6 +15,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/mosemu/mosemu/emu"
 	"github.com/mosemu/mosemu/emu/snapshot"
+	"github.com/spf13/afero"
 )
 
 func startConsole(t *testing.T, dir string) (*Seat, string) {
@@ -258,4 +261,33 @@ func FuzzClassifySector(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestStateHasNoKeyMaterial burns a known flash encryption key (not
+// read-protected) and checks that nothing the console serves contains it.
+func TestStateHasNoKeyMaterial(t *testing.T) {
+	seat, base := startConsole(t, t.TempDir())
+	var key [32]byte
+	for i := range key {
+		key[i] = byte(0xA0 + i)
+	}
+	if err := seat.Device().Efuses().BurnKey(1, key); err != nil {
+		t.Fatal(err)
+	}
+	afero.WriteFile(seat.Device().FS(), "conf9.json", []byte(`{"wifi":{"sta":{"pass":"hunter2hunter2"}}}`), 0o644)
+	seat.Reset()
+	resp, err := http.Get(base + "/api/state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, secret := range []string{hex.EncodeToString(key[:]), hex.EncodeToString(key[:8]), "hunter2hunter2"} {
+		if strings.Contains(strings.ToLower(string(body)), secret) {
+			t.Errorf("the state served exposes %s", secret)
+		}
+	}
+	if !strings.Contains(string(body), `"state":"burnt"`) {
+		t.Error("BLOCK1 not shown as burnt")
+	}
 }
