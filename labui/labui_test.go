@@ -3,8 +3,8 @@ package labui
 import (
 	"context"
 	"encoding/hex"
-	"io"
 	"encoding/json"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
