@@ -144,6 +144,17 @@ func (d *Device) RAM() (total, free, minFree int) {
 	return d.fw.ram.Stats()
 }
 
+// ServerConns returns how many connections the firmware's HTTP server
+// holds (each charged to RAM: TLS ones at the mbedTLS cost).
+func (d *Device) ServerConns() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.fw == nil || d.fw.ram == nil {
+		return 0
+	}
+	return d.fw.ram.Conns()
+}
+
 // PartitionTable returns the partition table the running firmware booted
 // with (read through the flash encryption engine), or nil.
 func (d *Device) PartitionTable() partition.Table {

@@ -145,6 +145,10 @@ type RAMView struct {
 	Total   int `json:"total"`
 	Free    int `json:"free"`
 	MinFree int `json:"min_free"`
+	// Conns are the connections the device's HTTP server holds; TLS says
+	// whether they are TLS connections (the mbedTLS cost).
+	Conns int  `json:"conns"`
+	TLS   bool `json:"tls"`
 }
 
 // Inspect gathers the state of d.
@@ -170,6 +174,12 @@ func Inspect(name string, d *emu.Device) State {
 	}
 	s.ATCA = inspectATCA(d)
 	s.RAM.Total, s.RAM.Free, s.RAM.MinFree = d.RAM()
+	s.RAM.Conns = d.ServerConns()
+	for _, c := range s.Config {
+		if c.Key == "http.ssl_cert" && c.Value != `""` {
+			s.RAM.TLS = true
+		}
+	}
 	if len(s.Errors) == 0 {
 		s.Errors = nil
 	}

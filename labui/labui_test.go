@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -289,5 +290,29 @@ func TestStateHasNoKeyMaterial(t *testing.T) {
 	}
 	if !strings.Contains(string(body), `"state":"burnt"`) {
 		t.Error("BLOCK1 not shown as burnt")
+	}
+}
+
+// TestRAMShowsConnections counts the connections the device's server holds.
+func TestRAMShowsConnections(t *testing.T) {
+	seat, _ := startConsole(t, t.TempDir())
+	d := seat.Device()
+	var conns []net.Conn
+	for i := 0; i < 3; i++ {
+		c, err := net.Dial("tcp", d.HTTPAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for Inspect("", d).RAM.Conns != 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("RAM view: %+v, want 3 connections", Inspect("", d).RAM)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, c := range conns {
+		c.Close()
 	}
 }

@@ -120,7 +120,7 @@ function showState(s) {
   showEfuses(s.efuses);
   const ram = s.ram;
   $("ram-meter").max = ram.total || 1; $("ram-meter").value = ram.free;
-  $("ram-text").textContent = `${(ram.free / 1024).toFixed(1)} KiB free of ${(ram.total / 1024).toFixed(0)} KiB (min ${(ram.min_free / 1024).toFixed(1)} KiB)`;
+  $("ram-text").textContent = `${(ram.free / 1024).toFixed(1)} KiB free of ${(ram.total / 1024).toFixed(0)} KiB (min ${(ram.min_free / 1024).toFixed(1)} KiB); ${ram.conns} ${ram.tls ? "TLS" : "TCP"} connection${ram.conns === 1 ? "" : "s"} to the device's server`;
   $("files").replaceChildren(...(s.files || []).map((f) => el("li", f.path + (f.is_dir ? "/" : `  ${f.size} B`))));
   showConfig();
   showATCA(s.atca);
