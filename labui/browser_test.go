@@ -148,6 +148,7 @@ func TestBrowserLabConsole(t *testing.T) {
 	waitJS(t, ctx, "fs_0 ciphertext", `(() => { const r = document.querySelector('#parts tr[data-label="fs_0"]'); return r && +r.dataset.plain === 0 && +r.dataset.cipher > 0; })()`)
 	waitJS(t, ctx, "no plaintext secret", `document.getElementById("secrets").textContent.includes("none found")`)
 	waitJS(t, ctx, "efuses show encryption", `document.getElementById("fe").textContent.includes("ON")`)
+	waitJS(t, ctx, "efuse burns listed", `document.getElementById("events").textContent.includes("FLASH_CRYPT_CNT 0x00 -> 0x01")`)
 	waitJS(t, ctx, "key block read-protected", `document.querySelector('#blocks tr[data-block="1"]').textContent.includes("read-protected")`)
 
 	// Reset: the firmware reboots (the banner is printed again).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -80,6 +81,42 @@ type view struct {
 	checkMu sync.Mutex
 	remove  func()    // detaches the view from the hub
 	seen    time.Time // events up to this instant came from the backlog
+	efuses  map[string]string
+}
+
+// efuseDiff describes what changed in the efuses since the last call
+// (": FLASH_CRYPT_CNT 0x00 -> 0x01, BLOCK1 blank -> burnt").
+func (v *view) efuseDiff() string {
+	ef := v.target.Device().Efuses()
+	if ef == nil {
+		return ""
+	}
+	cur := map[string]string{}
+	var order []string
+	ev := inspectEfuses(ef)
+	for _, f := range ev.Fields {
+		cur[f.Name] = f.Value
+		order = append(order, f.Name)
+	}
+	for _, b := range ev.Blocks {
+		cur[b.Name] = b.State
+		order = append(order, b.Name)
+	}
+	prev := v.efuses
+	v.efuses = cur
+	if prev == nil {
+		return ""
+	}
+	var changes []string
+	for _, n := range order {
+		if prev[n] != cur[n] {
+			changes = append(changes, fmt.Sprintf("%s %s -> %s", n, prev[n], cur[n]))
+		}
+	}
+	if len(changes) == 0 {
+		return ""
+	}
+	return ": " + strings.Join(changes, ", ")
 }
 
 // newView attaches a view to t's events, after what t remembers of
@@ -87,6 +124,7 @@ type view struct {
 func newView(s *Server, name string, t Target) *view {
 	v := &view{s: s, name: name, target: t, events: make(chan observe.Event, 4096),
 		clients: map[*client]bool{}, kick: make(chan struct{}, 1), dirty: true}
+	v.efuseDiff() // the baseline
 	v.remove = t.Hub().Add(eventHook{v.events})
 	if b, ok := t.(interface{ Backlog() []observe.Event }); ok {
 		for _, e := range b.Backlog() {
@@ -151,7 +189,7 @@ func (v *view) record(e observe.Event) {
 		m = Message{T: "rpc", Time: e.Time, Call: &CallView{Channel: c.Channel, Peer: c.Peer, Method: c.Method,
 			Auth: c.Auth(), Code: c.Code, LatencyMS: float64(c.Latency.Microseconds()) / 1000}}
 	case observe.EfuseBurn:
-		m = Message{T: "event", Time: e.Time, Line: "efuse burn"}
+		m = Message{T: "event", Time: e.Time, Line: "efuse burn" + v.efuseDiff()}
 	case observe.FlashWrite:
 		v.mu.Lock()
 		v.dirty = true
