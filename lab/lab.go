@@ -195,9 +195,51 @@ func Parse(name string, b []byte) (*Lab, error) {
 		}
 	}
 	if err := l.validate(name, doc); err != nil {
+		var le *Error
+		if errors.As(err, &le) && le.Field != "" {
+			if line := lineOf(doc, le.Field); line > 0 {
+				le.Line = line
+			}
+		}
 		return nil, err
 	}
 	return &l, nil
+}
+
+// lineOf finds the line of a field path such as "goals[1].rpc.expect" in
+// a YAML document: the deepest node of the path that exists.
+func lineOf(doc *yaml.Node, path string) int {
+	n, line := doc, doc.Line
+	for _, part := range strings.Split(path, ".") {
+		if part == "" {
+			continue
+		}
+		key, idx := part, -1
+		if i := strings.IndexByte(part, '['); i >= 0 {
+			key = part[:i]
+			fmt.Sscanf(part[i:], "[%d]", &idx)
+		}
+		next := (*yaml.Node)(nil)
+		if n.Kind == yaml.MappingNode {
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				if n.Content[i].Value == key {
+					line, next = n.Content[i].Line, n.Content[i+1]
+				}
+			}
+		}
+		if next == nil {
+			return line
+		}
+		if idx >= 0 {
+			if next.Kind != yaml.SequenceNode || idx >= len(next.Content) {
+				return line
+			}
+			next = next.Content[idx]
+			line = next.Line
+		}
+		n = next
+	}
+	return line
 }
 
 // yamlError turns a yaml error ("yaml: line 3: ..." or unmarshal errors

@@ -27,7 +27,9 @@ import (
 func TestMalformedLabFiles(t *testing.T) {
 	tests := []struct{ name, yaml, want string }{
 		{"unknown field", "title: x\ngoals:\n  - name: a\n    rpc: {method: A, expect: ok, chanel: ws}\n", "x.yaml:4: chanel: unknown field"},
-		{"bad expect", "title: x\ngoals:\n  - name: a\n    rpc: {method: A, expect: maybe}\n", "x.yaml:3: goals[0].rpc.expect"},
+		{"bad expect", "title: x\ngoals:\n  - name: a\n    rpc:\n      method: A\n      expect: maybe\n", "x.yaml:6: goals[0].rpc.expect"},
+		{"bad genkey", "title: x\ndevice:\n  atca:\n    genkey: [16]\ngoals:\n  - name: a\n    file: {path: a}\n", "x.yaml:4: device.atca.genkey"},
+		{"bad arch", "title: x\ndevice:\n  arch: esp33\ngoals:\n  - name: a\n    file: {path: a}\n", "x.yaml:3: device.arch"},
 		{"two checks", "title: x\ngoals:\n  - name: a\n    file: {path: a}\n    config: {key: b}\n", "x.yaml:3: goals[0].: a goal has exactly one check"},
 		{"syntax", "title: x\ngoals: [\n", "x.yaml:2: did not find expected node content"},
 		{"no title", "goals:\n  - name: a\n    file: {path: a}\n", "title: a lab needs a title"},
