@@ -90,9 +90,25 @@ func stateFiles(dir string) ([]string, error) {
 	return out, nil
 }
 
-// Running reports whether a process holds the device of dir (see Hold).
+// deviceLock is the advisory lock file a running device may hold in its
+// state directory (an exclusive flock for as long as it runs).
+const deviceLock = ".lock"
+
+// Running reports whether a process holds the device of dir: its state
+// directory lock (.lock) or, through Hold, its flash image.
 func Running(dir string) (bool, error) {
-	f, err := os.Open(filepath.Join(dir, busyFile))
+	for _, name := range []string{deviceLock, busyFile} {
+		busy, err := flocked(filepath.Join(dir, name))
+		if busy || err != nil {
+			return busy, err
+		}
+	}
+	return false, nil
+}
+
+// flocked reports whether another open file holds an flock on path.
+func flocked(path string) (bool, error) {
+	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return false, nil
 	}

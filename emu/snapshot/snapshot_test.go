@@ -9,6 +9,7 @@ import (
 
 	"github.com/mosemu/mosemu/emu"
 	"github.com/spf13/afero"
+	"golang.org/x/sys/unix"
 )
 
 // TestSaveRestoreDevice saves a real device, changes it, restores it and
@@ -99,5 +100,29 @@ func TestRecoverCommittedRestore(t *testing.T) {
 	}
 	if _, err := os.Stat(stage); err == nil {
 		t.Fatal("stage left behind")
+	}
+}
+
+// TestRunningSeesStateLock honours a state directory lock (.lock, an
+// exclusive flock held by a running device).
+func TestRunningSeesStateLock(t *testing.T) {
+	dir := t.TempDir()
+	if busy, err := Running(dir); busy || err != nil {
+		t.Fatalf("empty dir: %v %v", busy, err)
+	}
+	f, err := os.Create(filepath.Join(dir, ".lock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
+	if busy, err := Running(dir); !busy || err != nil {
+		t.Fatalf("locked dir: %v %v", busy, err)
+	}
+	os.WriteFile(filepath.Join(dir, "device.json"), []byte("{}"), 0o644)
+	if _, err := (Store{StateDir: dir}).Save("x"); !errors.Is(err, ErrRunning) {
+		t.Fatalf("save of a locked dir: %v", err)
 	}
 }
