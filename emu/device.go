@@ -91,6 +91,7 @@ type Device struct {
 
 	hub       *observe.Hub  // where the device reports events (inspect.go)
 	holdDL    bool          // download mode held from outside (HoldDownload)
+	powerCut  bool          // Close without flushing the serial port (PowerOff)
 	releaseDL chan struct{} // ends a held download mode
 
 	ownSchema *configs.Schema
@@ -229,9 +230,12 @@ func (d *Device) Close() error {
 	}
 	d.closed = true
 	d.stopLocked()
+	noFlush := d.powerCut
 	d.mu.Unlock()
 	if d.port != nil {
-		d.port.Flush(200 * time.Millisecond)
+		if !noFlush {
+			d.port.Flush(200 * time.Millisecond)
+		}
 		d.port.Close()
 	}
 	return d.flash.Close()

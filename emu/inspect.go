@@ -201,15 +201,7 @@ func (d *Device) HoldDownload(on bool) error {
 // the efuses at that instant. The device is closed afterwards.
 func (d *Device) PowerOff() error {
 	d.mu.Lock()
-	if d.closed {
-		d.mu.Unlock()
-		return nil
-	}
-	d.closed = true
-	d.stopLocked()
+	d.powerCut = true
 	d.mu.Unlock()
-	if d.port != nil {
-		d.port.Close()
-	}
-	return d.flash.Close()
+	return d.Close()
 }
