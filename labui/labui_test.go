@@ -2,6 +2,7 @@ package labui
 
 import (
 	"context"
+	"fmt"
 	"encoding/hex"
 	"encoding/json"
 	"io"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/mosemu/mosemu/emu"
+	"github.com/mosemu/mosemu/emu/observe"
 	"github.com/mosemu/mosemu/emu/snapshot"
 	"github.com/spf13/afero"
 )
@@ -93,14 +95,29 @@ func TestConsoleLiveTraceAndActions(t *testing.T) {
 	r.Body.Close()
 	ws.SetReadDeadline(time.Now().Add(10 * time.Second))
 	var sawRPC, sawState bool
+	var seen []string
 	for !sawRPC || !sawState {
 		var m Message
 		if err := ws.ReadJSON(&m); err != nil {
-			t.Fatalf("reading the live stream: %v", err)
+			var bl []string
+			for _, e := range seat.Backlog() {
+				if e.Kind == observe.RPC || e.Kind == observe.Console {
+					bl = append(bl, e.Line+fmt.Sprint(e.Call))
+				}
+			}
+			t.Fatalf("reading the live stream: %v (rpc %v, state %v; got %v); backlog tail %q", err, sawRPC, sawState, seen, bl[max(0, len(bl)-4):])
+		}
+		seen = append(seen, m.T)
+		calls := m.RPC // a call made before the page registered is in hello
+		if m.T == "rpc" {
+			calls = append(calls, m)
+		}
+		for _, c := range calls {
+			if c.Call.Method == "Sys.GetInfo" {
+				sawRPC = c.Call.Channel == "HTTP" && c.Call.Auth == "anonymous"
+			}
 		}
 		switch {
-		case m.T == "rpc" && m.Call.Method == "Sys.GetInfo":
-			sawRPC = m.Call.Channel == "HTTP" && m.Call.Auth == "anonymous"
 		case m.T == "state":
 			s := m.State
 			sawState = s.Device.Running && len(s.Flash.Map) == 1024 && s.Efuses != nil && len(s.Config) > 100 && len(s.ATCA.Slots) == 16

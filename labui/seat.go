@@ -58,6 +58,12 @@ func OpenSeat(ctx context.Context, opts emu.Options) (*Seat, error) {
 }
 
 func (s *Seat) open() error {
+	if busy, err := snapshot.Running(s.opts.StateDir); err != nil || busy {
+		if err == nil {
+			err = fmt.Errorf("%s: %w", s.opts.StateDir, snapshot.ErrRunning)
+		}
+		return err
+	}
 	if err := (snapshot.Store{StateDir: s.opts.StateDir}).Recover(); err != nil {
 		return err
 	}

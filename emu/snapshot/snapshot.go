@@ -164,10 +164,10 @@ func (s Store) Save(name string) (Info, error) {
 	if err := CheckName(name); err != nil {
 		return Info{}, err
 	}
-	if err := s.Recover(); err != nil {
+	if err := s.checkIdle(); err != nil { // first: never touch a running device's restore
 		return Info{}, err
 	}
-	if err := s.checkIdle(); err != nil {
+	if err := s.Recover(); err != nil {
 		return Info{}, err
 	}
 	files, err := stateFiles(s.StateDir)
@@ -245,11 +245,9 @@ func (s Store) Load(name string) (Info, error) {
 	return info, nil
 }
 
-// List returns the saved snapshots, oldest first.
+// List returns the saved snapshots, oldest first. It only reads, so it is
+// safe while a restore is under way.
 func (s Store) List() ([]Info, error) {
-	if err := s.Recover(); err != nil {
-		return nil, err
-	}
 	ents, err := os.ReadDir(filepath.Join(s.StateDir, Dir))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -279,10 +277,10 @@ func (s Store) List() ([]Info, error) {
 // snapshot does not have are removed. The device must not be running
 // unless the caller owns it and has stopped it.
 func (s Store) Restore(name string) error {
-	if err := s.Recover(); err != nil {
+	if err := s.checkIdle(); err != nil {
 		return err
 	}
-	if err := s.checkIdle(); err != nil {
+	if err := s.Recover(); err != nil {
 		return err
 	}
 	info, err := s.Load(name)
@@ -339,7 +337,8 @@ func (s Store) Restore(name string) error {
 }
 
 // Recover completes a restore that was committed but interrupted, and
-// discards one that was not committed.
+// discards one that was not committed. Only the owner of the device (or
+// anyone while it does not run) may call it.
 func (s Store) Recover() error {
 	stage := filepath.Join(s.StateDir, restoreDir)
 	b, err := os.ReadFile(filepath.Join(stage, commitFile))
