@@ -216,7 +216,7 @@ func TestStartProvisionsATCA(t *testing.T) {
 	os.WriteFile(filepath.Join(labDir, "chip.yaml"), sample, 0o644) // relative to the lab file
 	text := `title: ATECC provisioned
 device:
-  config: {sys: {atca: {enable: true}}}
+  config: {sys: {atca: {enable: true}}, i2c: {enable: true}}
   atca:
     config: chip.yaml
     lock_config: true

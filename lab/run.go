@@ -107,6 +107,9 @@ func (l *Lab) Start(ctx context.Context, dir string, force bool) error {
 // configuration zone, the locks, fresh keys.
 func (l *Lab) provisionATCA(d *emu.Device) error {
 	a := l.Device.ATCA
+	if d.ATCA() == nil {
+		return errors.New("the board has no ATECC608A wired")
+	}
 	bus := i2c.NewBus()
 	const addr = 0x60
 	bus.Attach(addr, d.ATCA())
