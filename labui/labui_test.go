@@ -333,3 +333,19 @@ func TestRAMShowsConnections(t *testing.T) {
 		c.Close()
 	}
 }
+
+// TestInspectESP8266 shows a board without efuses nor partition table.
+func TestInspectESP8266(t *testing.T) {
+	seat, err := OpenSeat(context.Background(), emu.Options{StateDir: t.TempDir(), Arch: "esp8266", HTTPAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer seat.Close()
+	if err := seat.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s := Inspect("", seat.Device())
+	if s.Efuses != nil || s.Device.Arch != "esp8266" || !s.Device.Running || len(s.Flash.Map) == 0 || strings.Count(s.Flash.Map, "p") == 0 {
+		t.Fatalf("ESP8266 state: %+v", s.Device)
+	}
+}
