@@ -357,6 +357,9 @@ func checkFlash(d *emu.Device, g *FlashGoal) Result {
 			cipher++
 		}
 		for _, s := range secrets {
+			if s.Public {
+				continue
+			}
 			if len(found) < 5 {
 				found = append(found, fmt.Sprintf("%s at %#x", s.Kind, off+s.Offset))
 			}

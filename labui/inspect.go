@@ -102,6 +102,9 @@ type Secret struct {
 	Offset    int64  `json:"offset"`
 	Kind      string `json:"kind"`
 	Partition string `json:"partition,omitempty"`
+	// Public is true for PEM blocks that are meant to be read
+	// (certificates, public keys): listed, not counted as secrets.
+	Public bool `json:"public,omitempty"`
 }
 
 // FileInfo is one entry of the device's filesystem.
@@ -292,17 +295,21 @@ func ClassifySector(b []byte) (byte, []Secret) {
 	return 'p', FindSecrets(b)
 }
 
-// FindSecrets lists the plaintext secrets in b: PEM private keys (and other
-// PEM blocks), and htdigest lines of an rpc_auth.txt.
+// FindSecrets lists the plaintext secrets in b: PEM private keys and other
+// PEM blocks (certificates and public keys marked Public), and htdigest
+// lines of an rpc_auth.txt.
 func FindSecrets(b []byte) []Secret {
 	var out []Secret
 	for _, m := range pemHeader.FindAllSubmatchIndex(b, -1) {
 		label := string(b[m[2]:m[3]])
-		kind := "PEM " + strings.ToLower(label)
-		if strings.Contains(label, "PRIVATE KEY") {
-			kind = "private key (PEM " + label + ")"
+		sec := Secret{Offset: int64(m[0]), Kind: "PEM " + strings.ToLower(label)}
+		switch {
+		case strings.Contains(label, "PRIVATE KEY"):
+			sec.Kind = "private key (PEM " + label + ")"
+		case strings.Contains(label, "CERTIFICATE") || strings.Contains(label, "PUBLIC KEY"):
+			sec.Public = true
 		}
-		out = append(out, Secret{Offset: int64(m[0]), Kind: kind})
+		out = append(out, sec)
 	}
 	for _, m := range htdigestRe.FindAllIndex(b, -1) {
 		out = append(out, Secret{Offset: int64(m[0]), Kind: "password hash (rpc_auth.txt line)"})

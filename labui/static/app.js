@@ -133,7 +133,8 @@ function showState(s) {
 
 function showFlash(f) {
   const map = $("flashmap");
-  const secretSectors = new Set((f.secrets || []).map((s) => s.sector));
+  const secrets = (f.secrets || []).filter((s) => !s.public);
+  const secretSectors = new Set(secrets.map((s) => s.sector));
   const starts = new Map((f.partitions || []).map((p) => [p.offset / f.sector_size, p.label]));
   if (map.children.length !== f.map.length) {
     map.replaceChildren(...Array.from(f.map, () => el("span", null, "cell")));
@@ -154,8 +155,10 @@ function showFlash(f) {
     tr.dataset.label = p.label; tr.dataset.plain = n.p; tr.dataset.cipher = n.c;
     return tr;
   }));
-  $("secrets").replaceChildren(...(f.secrets || []).map((s) => el("li", `${hex(s.offset)} (${s.partition || "no partition"}): ${s.kind}`)));
-  if (!(f.secrets || []).length) $("secrets").appendChild(el("li", "none found", "ok"));
+  $("secrets").replaceChildren(...secrets.map((s) => el("li", `${hex(s.offset)} (${s.partition || "no partition"}): ${s.kind}`)));
+  if (!secrets.length) $("secrets").appendChild(el("li", "none found", "ok"));
+  const pub = (f.secrets || []).filter((s) => s.public);
+  $("public").replaceChildren(...pub.map((s) => el("li", `${hex(s.offset)} (${s.partition || "no partition"}): ${s.kind}`)));
 }
 
 function prot(o) { return [o.write_protected ? "write-protected" : "", o.read_protected ? "read-protected" : ""].filter(Boolean).join(", ") || "—"; }
