@@ -266,6 +266,13 @@ func TestHoldDownloadMode(t *testing.T) {
 	waitFor("the firmware back", func() bool { return !d.Downloading() && d.Running() })
 }
 
+func TestFindSecretsPublicPEM(t *testing.T) {
+	s := FindSecrets([]byte("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n-----BEGIN PRIVATE KEY-----\nMIGH\n"))
+	if len(s) != 2 || !s[0].Public || s[1].Public || !strings.Contains(s[1].Kind, "private key") {
+		t.Fatalf("%+v", s)
+	}
+}
+
 func FuzzClassifySector(f *testing.F) {
 	f.Add([]byte("-----BEGIN EC PRIVATE KEY-----\njoe:myproduct:a8c53ec89d0a1b56e3e6ae2e1e0b1bf6\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
