@@ -161,6 +161,15 @@ func TestShippedLabs(t *testing.T) {
 			setConfig(t, wss(t, d), map[string]any{"http": map[string]any{"enable": false}})
 		}},
 	}
+	files, _ := filepath.Glob(filepath.Join("..", "labs", "*.yaml"))
+	for _, f := range files {
+		if _, ok := labs[filepath.Base(f)]; !ok {
+			t.Errorf("%s has no end-to-end test of its documented solution", f)
+		}
+	}
+	if len(files) != len(labs) {
+		t.Errorf("%d lab files, %d tested", len(files), len(labs))
+	}
 	for name, tc := range labs {
 		t.Run(name, func(t *testing.T) {
 			l, err := Load(filepath.Join("..", "labs", name))
