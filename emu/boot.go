@@ -57,8 +57,9 @@ func (d *Device) cpuView(encrypted bool) flash.Device {
 // boot runs the firmware from what is in flash.
 func (d *Device) boot() (_ *firmware, err error) {
 	fw := &firmware{started: time.Now(), ram: devtls.NewRAM(d.board.RAMSize, d.board.RAMFreeAtBoot)}
+	booted := false
 	defer func() {
-		if err != nil {
+		if !booted { // an error or a crash: release what was started
 			fw.stop()
 		}
 	}()
@@ -96,6 +97,7 @@ func (d *Device) boot() (_ *firmware, err error) {
 	if err := d.startFirmware(fw); err != nil {
 		return nil, err
 	}
+	booted = true
 	return fw, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mosemu/mosemu/atca"
@@ -19,6 +20,7 @@ import (
 	"github.com/mosemu/mosemu/emu/flash"
 	"github.com/mosemu/mosemu/emu/flashenc"
 	"github.com/mosemu/mosemu/emu/uart"
+	"github.com/mosemu/mosemu/rpc"
 )
 
 // Options configure a Device.
@@ -56,6 +58,10 @@ type Options struct {
 	// as the real board (ESP32 1-3 s, ESP8266 7-15 s), for testing client
 	// timeouts. Off by default.
 	TLSHandshakeLatency bool
+	// Services, when set, registers extra RPC methods at every boot, after
+	// the firmware's own (custom firmware code: tests, lab scenarios). They
+	// run under the device's supervisor like every other handler.
+	Services func(r rpc.Registrar)
 }
 
 // Device is one emulated board. Its methods are safe for concurrent use.
@@ -78,12 +84,16 @@ type Device struct {
 
 	downloading bool // the ROM loader owns the UART
 
-	rebootMu  sync.Mutex
-	rebootDue time.Time
+	rebootMu    sync.Mutex
+	rebootDue   time.Time
+	rebootTimer *time.Timer // the pending reboot, nil when none
 
 	efuses *efuse.Efuses // nil on boards without an efuse controller
 	chip   *atca.Chip    // the ATECC608A on the I2C bus
 	crypt  *flashenc.View
+
+	crashes atomic.Int64 // firmware crashes since the process started
+	bootGen atomic.Int64 // incremented on every boot
 
 	ownSchema *configs.Schema
 	macFn     func() [6]byte // factory MAC source; nil derives it from the seed
@@ -235,7 +245,8 @@ func (d *Device) stopLocked() {
 }
 
 func (d *Device) bootLocked() error {
-	fw, err := d.boot()
+	d.bootGen.Add(1)
+	fw, err := d.bootSupervised()
 	d.bootErr = err
 	if err != nil {
 		d.log.Error(err.Error(), console.Src("mgos_init.c", 115))

@@ -46,6 +46,7 @@ func (d *Device) startFirmware(fw *firmware) error {
 		return auth.Settings{ACL: c.String("rpc.acl"), ACLFile: c.String("rpc.acl_file"),
 			AuthDomain: c.String("rpc.auth_domain"), AuthFile: c.String("rpc.auth_file"), AuthAlgo: c.Int("rpc.auth_algo")}
 	}}
+	disp.OnPanic = d.crash
 	fw.disp = disp
 	rpc.RegisterFS(disp, fw.fs, d.log)
 	configs.RegisterService(disp, fw.cfg, rebooter{d}, d.log)
@@ -53,6 +54,9 @@ func (d *Device) startFirmware(fw *firmware) error {
 		rpc.RegisterSys(disp, &sysDevice{d: d, fw: fw})
 	}
 	d.startATCA(fw)
+	if d.opts.Services != nil {
+		d.opts.Services(disp)
+	}
 	if cfg.Bool("http.enable") {
 		if err := d.startHTTP(fw); err != nil {
 			return err
@@ -62,7 +66,7 @@ func (d *Device) startFirmware(fw *firmware) error {
 		u := &rpc.UARTChannel{Out: d.port, Handler: disp, Log: d.log, Info: "UART0",
 			MaxFrame: func() int { return fw.cfg.Get().Int("rpc.max_frame_size") }}
 		d.port.SetSoftwareFlowControl(cfg.Int("rpc.uart.fc_type") == 2)
-		d.port.SetConsumer(d.uartInput(u.Feed))
+		d.port.SetConsumer(d.uartInput(d.protected("UART0 RX", u.Feed)))
 		fw.onStop(func() {
 			if !d.downloading { // entering download mode: input now goes to the ROM loader
 				d.port.SetConsumer(nil)
@@ -128,7 +132,7 @@ func (d *Device) startHTTP(fw *firmware) error {
 			AuthDomain: c.String("http.auth_domain"), AuthFile: c.String("http.auth_file"),
 			AuthAlgo: c.Int("http.auth_algo"), ExtraHeaders: c.String("http.extra_headers")}
 	}})
-	srv := &http.Server{Handler: logConns(mux, d), ReadHeaderTimeout: 10 * time.Second,
+	srv := &http.Server{Handler: d.protectHTTP(logConns(mux, d)), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(d.log.Handler(), slog.LevelDebug)} // e.g. refused TLS handshakes
 	go srv.Serve(l)
 	fw.onStop(func() {
@@ -167,7 +171,7 @@ func (s *sysDevice) Info() rpc.SysInfo {
 		Arch: s.d.board.Arch, Uptime: int64(time.Since(s.fw.started).Seconds()),
 		PublicKey: cfg.String("device.public_key"),
 		RAMSize:   int64(ramTotal), RAMFree: int64(ramFree), RAMMinFree: int64(ramMin),
-		FSSize: total, FSFree: total - used,
+		FSSize: total, FSFree: total - used, Crashes: s.d.Crashes(),
 		WiFi: &rpc.WiFiInfo{StaIP: "", APIP: cfg.String("wifi.ap.ip"), Status: "disconnected", SSID: ""},
 	}
 }
@@ -214,7 +218,7 @@ func (d *Device) startMQTT(fw *firmware) {
 		ReconnectMin: time.Duration(cfg.Float("mqtt.reconnect_timeout_min") * float64(time.Second)),
 		ReconnectMax: time.Duration(cfg.Float("mqtt.reconnect_timeout_max") * float64(time.Second)),
 		DeviceID:     cfg.String("device.id"), RPC: cfg.Bool("rpc.enable") && cfg.Bool("rpc.mqtt.enable"),
-		RPCQoS: byte(cfg.Int("rpc.mqtt.qos")), RPCHandler: fw.disp,
+		RPCQoS: byte(cfg.Int("rpc.mqtt.qos")), RPCHandler: fw.disp, Supervise: d.protect,
 	}, d.log)
 	fw.onStop(fw.mqtt.Close)
 }

@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -70,6 +71,9 @@ func (h *HTTPChannel) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rest := strings.TrimPrefix(strings.TrimPrefix(r.URL.Path, "/rpc"), "/")
 	if rest == "" { // frame mode
 		reply, err := h.Handler.HandleFrame(r.Context(), ch, body)
+		if errors.Is(err, ErrCrashed) {
+			panic(http.ErrAbortHandler) // the device is rebooting: the connection drops
+		}
 		if err != nil {
 			writeRaw(w, r, 400, "text/plain", "Invalid request", nil)
 			return
@@ -97,6 +101,9 @@ func (h *HTTPChannel) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id, _ := json.Marshal(rand.Int32())
 	req := &Request{ID: id, Method: rest, Params: args, Channel: ch}
 	res, rerr := h.Handler.Dispatch(r.Context(), req)
+	if errors.Is(rerr, ErrCrashed) {
+		panic(http.ErrAbortHandler)
+	}
 	switch e := rerr.(type) {
 	case nil:
 		if len(res) == 0 {

@@ -18,6 +18,10 @@ type SysInfo struct {
 	RAMSize, RAMFree, RAMMinFree              int64
 	FSSize, FSFree                            int64
 	WiFi                                      *WiFiInfo // nil without the wifi lib
+	// Crashes counts firmware crashes (panics caught by the device's
+	// supervisor) since the process started; reported only when non-zero,
+	// so that a healthy device answers exactly as the firmware does.
+	Crashes int64
 }
 
 // WiFiInfo is the "wifi" object of Sys.GetInfo.
@@ -82,6 +86,9 @@ func FormatSysInfo(s SysInfo) json.RawMessage {
 	if w := s.WiFi; w != nil {
 		fmt.Fprintf(&b, `,"wifi": {"sta_ip": %s, "ap_ip": %s, "status": %s, "ssid": %s}`,
 			quote(w.StaIP), quote(w.APIP), quote(w.Status), quote(w.SSID))
+	}
+	if s.Crashes > 0 {
+		fmt.Fprintf(&b, `, "crashes": %d`, s.Crashes)
 	}
 	b.WriteByte('}')
 	return json.RawMessage(b.String())
