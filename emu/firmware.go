@@ -120,6 +120,7 @@ func (d *Device) startHTTP(fw *firmware) error {
 			return rpc.Switches{Enable: c.Bool("rpc.enable"), HTTPEnable: c.Bool("rpc.http_enable"), WSEnable: c.Bool("rpc.ws.enable")}
 		},
 		MaxFrameSize: func() int { return fw.cfg.Get().Int("rpc.max_frame_size") },
+		MaxChannels:  func() int { return fw.cfg.Get().Int("rpc.max_non_persistent_channels") },
 	}
 	if cfg.Bool("rpc.enable") {
 		mux.Handle("/rpc", rpcCh)

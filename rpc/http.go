@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/gorilla/websocket"
 )
@@ -29,6 +30,12 @@ type HTTPChannel struct {
 	Switches func() Switches
 	// MaxFrameSize bounds request bodies (rpc.max_frame_size); 0 = 4096.
 	MaxFrameSize func() int
+	// MaxChannels returns rpc.max_non_persistent_channels: how many WS and
+	// HTTP RPC channels may be open at once; nil or <= 0 means no limit.
+	// Requests beyond it are refused with 503.
+	MaxChannels func() int
+
+	open atomic.Int64 // channels open now
 }
 
 var upgrader = websocket.Upgrader{
@@ -53,6 +60,14 @@ func (h *HTTPChannel) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !sw.Enable || !sw.HTTPEnable { // the /rpc endpoint is not registered
 		writeRaw(w, r, 404, "text/plain", "Not Found", nil)
 		return
+	}
+	n := h.open.Add(1)
+	defer h.open.Add(-1)
+	if h.MaxChannels != nil {
+		if max := h.MaxChannels(); max > 0 && n > int64(max) {
+			writeRaw(w, r, 503, "text/plain", "Too many channels", nil)
+			return
+		}
 	}
 	if websocket.IsWebSocketUpgrade(r) {
 		if !sw.WSEnable || !sw.Enable {

@@ -145,7 +145,7 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request, s Settings) {
 			return
 		}
 		name := path.Base(part.FileName())
-		if name == "." || name == "/" || part.FileName() == "" {
+		if name == "." || name == "/" || part.FileName() == "" || strings.ContainsRune(name, 0) {
 			continue
 		}
 		if !aclAllows(s.UploadACL, name) {
