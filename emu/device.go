@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -95,16 +97,44 @@ type Device struct {
 	crashes atomic.Int64 // firmware crashes since the process started
 	bootGen atomic.Int64 // incremented on every boot
 
+	lock     *stateLock // held from New to Close
+	httpUp   bool       // the HTTP server of the running firmware listens
+
 	ownSchema *configs.Schema
 	macFn     func() [6]byte // factory MAC source; nil derives it from the seed
 }
 
 // New opens (or creates) the device state in opts.StateDir. The device does
 // not run until Start.
-func New(opts Options) (*Device, error) {
+//
+// Options are validated before anything is written, and the state
+// directory is locked (ErrStateInUse names the holder's pid) until Close.
+func New(opts Options) (d *Device, err error) {
 	if opts.StateDir == "" {
 		return nil, errors.New("emu: Options.StateDir is required")
 	}
+	if opts.Arch != "" {
+		if _, err := BoardFor(opts.Arch); err != nil {
+			return nil, fmt.Errorf("emu: %w", err)
+		}
+	}
+	if opts.HTTPAddr != "" {
+		if _, _, err := net.SplitHostPort(opts.HTTPAddr); err != nil {
+			return nil, fmt.Errorf("emu: bad HTTP address %q: %v", opts.HTTPAddr, err)
+		}
+	}
+	if err := os.MkdirAll(opts.StateDir, 0o755); err != nil {
+		return nil, err
+	}
+	lock, err := lockState(opts.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			lock.unlock()
+		}
+	}()
 	id, _, err := loadIdentity(opts.StateDir, Identity{Arch: orDefault(opts.Arch, "esp32"), Seed: opts.Seed, FlashEncryption: opts.FlashEncryption})
 	if err != nil {
 		return nil, err
@@ -113,7 +143,7 @@ func New(opts Options) (*Device, error) {
 		return nil, fmt.Errorf("emu: state %s belongs to an %s device, not %s", opts.StateDir, id.Arch, opts.Arch)
 	}
 	board, _ := BoardFor(id.Arch)
-	d := &Device{opts: opts, board: board, id: id, httpAddr: orDefault(opts.HTTPAddr, "127.0.0.1:0")}
+	d = &Device{opts: opts, board: board, id: id, httpAddr: orDefault(opts.HTTPAddr, "127.0.0.1:0"), lock: lock}
 	d.out = console.NewOutput()
 	if opts.Console != nil {
 		d.out.AddSink(&console.WriterSink{W: opts.Console})
@@ -179,6 +209,19 @@ func (d *Device) HTTPAddr() string {
 	return d.httpAddr
 }
 
+// HTTPServing reports whether the firmware's HTTP server is listening on
+// HTTPAddr now (false while halted, rebooting, or with http.enable off).
+func (d *Device) HTTPServing() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.httpUp
+}
+
+// ErrHostBind is in the boot error when a host address the device needs
+// (its HTTP server's) cannot be bound: unlike a firmware failure, the
+// device cannot be reached at all.
+var ErrHostBind = errors.New("cannot bind the host address")
+
 // Efuses returns the ESP32 efuses, or nil on an ESP8266.
 func (d *Device) Efuses() *efuse.Efuses { return d.efuses }
 
@@ -234,7 +277,9 @@ func (d *Device) Close() error {
 		d.port.Flush(200 * time.Millisecond)
 		d.port.Close()
 	}
-	return d.flash.Close()
+	err := d.flash.Close()
+	d.lock.unlock()
+	return err
 }
 
 func (d *Device) stopLocked() {

@@ -99,8 +99,10 @@ func (d *Device) startHTTP(fw *firmware) error {
 	}
 	tcp, err := net.Listen("tcp", d.httpAddr)
 	if err != nil {
-		return fmt.Errorf("boot: HTTP server: %w", err)
+		return fmt.Errorf("boot: HTTP server: %w: %w", ErrHostBind, err)
 	}
+	d.httpUp = true
+	fw.onStop(func() { d.httpUp = false })
 	d.httpAddr = tcp.Addr().String() // keep the port across reboots
 	var l net.Listener = &devtls.Listener{Listener: tcp, RAM: fw.ram, Cost: cost, Log: d.log}
 	if tc != nil {
