@@ -97,8 +97,8 @@ type Device struct {
 	crashes atomic.Int64 // firmware crashes since the process started
 	bootGen atomic.Int64 // incremented on every boot
 
-	lock     *stateLock // held from New to Close
-	httpUp   bool       // the HTTP server of the running firmware listens
+	lock   *stateLock // held from New to Close
+	httpUp bool       // the HTTP server of the running firmware listens
 
 	ownSchema *configs.Schema
 	macFn     func() [6]byte // factory MAC source; nil derives it from the seed

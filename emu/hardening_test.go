@@ -42,7 +42,7 @@ func (c *consoleBuf) String() string {
 }
 
 // startWatched starts a device whose console is captured.
-func startWatched(t *testing.T, o Options) (*Device, *consoleBuf) {
+func startWatched(t testing.TB, o Options) (*Device, *consoleBuf) {
 	t.Helper()
 	con := &consoleBuf{}
 	o.Console = con
@@ -64,7 +64,7 @@ func startWatched(t *testing.T, o Options) (*Device, *consoleBuf) {
 	return d, con
 }
 
-func startBroker(t *testing.T) *mqtt.Broker {
+func startBroker(t testing.TB) *mqtt.Broker {
 	t.Helper()
 	b, err := mqtt.StartBroker("127.0.0.1:0", nil)
 	if err != nil {
