@@ -5,7 +5,8 @@ STATE    ?= state/default
 ARCH     ?= esp32
 HTTP     ?= 127.0.0.1:8080
 BIN      := bin/mosemu
-STATICCHECK := honnef.co/go/tools/cmd/staticcheck@2025.1.1
+# staticcheck 2025.1.1 as the Go module proxy serves it (works with Go 1.26).
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.6.1
 
 .PHONY: build run test test-deps test-short bench lint fuzz clean
 

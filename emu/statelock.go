@@ -40,9 +40,10 @@ func lockState(dir string) (*stateLock, error) {
 		}
 		return nil, fmt.Errorf("emu: %w: %s is used by %s; stop it or use another --state", ErrStateInUse, dir, holder)
 	}
-	pid := []byte(strconv.Itoa(os.Getpid()) + "\n")
-	if err := f.Truncate(0); err == nil {
-		_, err = f.WriteAt(pid, 0)
+	// The pid is informational (for the message above): the lock holds
+	// whether or not it could be written.
+	if f.Truncate(0) == nil {
+		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
 	return &stateLock{f: f}, nil
 }

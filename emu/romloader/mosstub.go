@@ -38,14 +38,13 @@ type mosStub struct {
 	pending byte // command waiting for its argument frame, 0 if none
 
 	// FLASH_WRITE in progress
-	writing  bool
-	wAddr    uint32
-	wLen     uint32
-	wErase   bool
-	wDone    uint32
-	wDigest  hash.Hash
-	wErased  map[int64]bool
-	readDone bool
+	writing bool
+	wAddr   uint32
+	wLen    uint32
+	wErase  bool
+	wDone   uint32
+	wDigest hash.Hash
+	wErased map[int64]bool
 
 	// FLASH_READ in progress
 	reading  bool
