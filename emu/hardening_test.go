@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"strings"
 	"sync"
@@ -361,4 +362,33 @@ func TestInputLimits(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	third := dial(t, "ws://"+d.HTTPAddr()+"/rpc")
 	call(t, third, "RPC.Ping", nil)
+}
+
+// TestSupervisorCoversHTTPAndTimers: a panic in an HTTP handler or a timer
+// callback running for the device is its crash (report, count, reboot),
+// and the process carries on.
+func TestSupervisorCoversHTTPAndTimers(t *testing.T) {
+	d, con := startWatched(t, Options{})
+	srv := httptest.NewServer(d.protectHTTP(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { panic("handler bug") })))
+	defer srv.Close()
+	if r, err := http.Get(srv.URL + "/x"); err == nil {
+		r.Body.Close()
+		t.Fatalf("crashing handler answered %d", r.StatusCode)
+	}
+	waitBoots := func(n int) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); strings.Count(con.String(), "Init done") < n; {
+			if time.Now().After(deadline) {
+				t.Fatalf("no reboot %d:\n%s", n, con.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitBoots(2)
+	time.AfterFunc(10*time.Millisecond, func() { d.protect("timer", func() { panic("timer bug") }) })
+	waitBoots(3)
+	if d.Crashes() != 2 || !strings.Contains(con.String(), "Go panic in HTTP GET /x: handler bug") || !strings.Contains(con.String(), "Go panic in timer: timer bug") {
+		t.Fatalf("%d crashes:\n%s", d.Crashes(), con.String())
+	}
+	call(t, dial(t, "ws://"+d.HTTPAddr()+"/rpc"), "RPC.Ping", nil)
 }
