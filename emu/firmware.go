@@ -222,6 +222,7 @@ func (d *Device) startMQTT(fw *firmware) {
 		ReconnectMax: time.Duration(cfg.Float("mqtt.reconnect_timeout_max") * float64(time.Second)),
 		DeviceID:     cfg.String("device.id"), RPC: cfg.Bool("rpc.enable") && cfg.Bool("rpc.mqtt.enable"),
 		RPCQoS: byte(cfg.Int("rpc.mqtt.qos")), RPCHandler: fw.disp, Supervise: d.protect,
+		MaxQueue: cfg.Int("rpc.max_queue_length"),
 	}, d.log)
 	fw.onStop(fw.mqtt.Close)
 }

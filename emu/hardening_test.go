@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -391,4 +392,50 @@ func TestSupervisorCoversHTTPAndTimers(t *testing.T) {
 		t.Fatalf("%d crashes:\n%s", d.Crashes(), con.String())
 	}
 	call(t, dial(t, "ws://"+d.HTTPAddr()+"/rpc"), "RPC.Ping", nil)
+}
+
+// TestMQTTFloodIsBounded: requests beyond rpc.max_queue_length handled at
+// once are dropped, not queued without end; a device.id that cannot be a
+// topic turns RPC over MQTT off instead of wedging the session.
+func TestMQTTFloodIsBounded(t *testing.T) {
+	b := startBroker(t)
+	release := make(chan struct{})
+	var running atomic.Int64
+	d, con := startWatched(t, Options{MQTTBroker: b.Addr(), Services: func(r rpc.Registrar) {
+		r.Register("Test.Block", "", func(context.Context, *rpc.Request) (json.RawMessage, error) {
+			running.Add(1)
+			<-release
+			return nil, nil
+		})
+	}})
+	waitMQTT(t, d, true)
+	c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + b.Addr()).SetClientID("flood"))
+	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	defer c.Disconnect(50)
+	for i := 0; i < 40; i++ {
+		c.Publish(d.DeviceID()+"/rpc", 1, false, fmt.Sprintf(`{"id":%d,"src":"flood","method":"Test.Block"}`, i+1)).Wait()
+	}
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(con.String(), "MQTT RPC queue full") || running.Load() < 25; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d running, console:\n%s", running.Load(), tail(con.String(), 2000))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if n := running.Load(); n != 25 {
+		t.Fatalf("%d requests handled at once, want 25 (rpc.max_queue_length)", n)
+	}
+	close(release)
+
+	call(t, dial(t, "ws://"+d.HTTPAddr()+"/rpc"), "Config.Set", map[string]any{"config": map[string]any{"device": map[string]any{"id": "dev/#"}}, "save": true})
+	if err := d.Reboot(); err != nil {
+		t.Fatal(err)
+	}
+	waitMQTT(t, d, true)
+	time.Sleep(300 * time.Millisecond)
+	if out := con.String(); !strings.Contains(out, `device.id "dev/#" is not a valid topic`) || strings.Contains(out, "MQTT0 Disconnect") {
+		t.Fatalf("console:\n%s", tail(out, 2000))
+	}
 }

@@ -37,6 +37,9 @@ type Config struct {
 	RPC        bool // rpc.mqtt.enable
 	RPCQoS     byte // rpc.mqtt.qos
 	RPCHandler rpc.FrameHandler
+	// MaxQueue bounds the RPC requests handled at once
+	// (rpc.max_queue_length); more are dropped. <= 0 means 25.
+	MaxQueue int
 
 	// Supervise, when set, runs every callback of the connection (message
 	// arrivals, connect and disconnect events) under the device's
@@ -94,6 +97,7 @@ type Client struct {
 	c    paho.Client
 	mu   sync.Mutex
 	conn bool
+	busy chan struct{} // one token per request being handled
 }
 
 // ServerAddr applies the firmware's default port rule.
@@ -110,7 +114,10 @@ func ServerAddr(server string, tlsOn bool) string {
 // Start connects in the background (and keeps reconnecting with back-off).
 func Start(cfg Config, log *slog.Logger) *Client {
 	cfg.clamp()
-	m := &Client{cfg: cfg, log: log}
+	if cfg.MaxQueue <= 0 {
+		cfg.MaxQueue = 25
+	}
+	m := &Client{cfg: cfg, log: log, busy: make(chan struct{}, cfg.MaxQueue)}
 	addr := ServerAddr(cfg.Server, cfg.TLS != nil)
 	scheme := "tcp://"
 	if cfg.TLS != nil {
@@ -159,6 +166,12 @@ func (m *Client) onConnect(c paho.Client) {
 	cfg, log := m.cfg, m.log
 	m.setConnected(true)
 	log.Info("MQTT0 CONNACK 0", "src", "mgos_mqtt_conn.c:154")
+	if cfg.RPC && cfg.RPCHandler != nil && !ValidSrc(cfg.DeviceID) {
+		// A device.id with wildcards would make the subscription invalid and
+		// the broker would drop the connection at every attempt.
+		log.Error(fmt.Sprintf("MQTT0 device.id %q is not a valid topic: RPC over MQTT is off", cfg.DeviceID), "src", "mgos_rpc_channel_mqtt.c:200")
+		return
+	}
 	if cfg.RPC && cfg.RPCHandler != nil {
 		// One delivery path for both filters: "<id>/rpc/#" also matches
 		// "<id>/rpc", and per-filter callbacks would run a frame twice.
@@ -209,7 +222,14 @@ func (m *Client) onRPC(c paho.Client, msg paho.Message) {
 		m.log.Error(fmt.Sprintf("Drop frame: src %q is not a valid topic", hdr.Src), "src", "mgos_rpc_channel_mqtt.c:79", "finding", "bad request")
 		return
 	}
+	select {
+	case m.busy <- struct{}{}:
+	default:
+		m.log.Error("MQTT RPC queue full, dropping frame", "src", "mg_rpc.c:560")
+		return
+	}
 	go m.guard("MQTT RPC", func() {
+		defer func() { <-m.busy }()
 		reply, err := m.cfg.RPCHandler.HandleFrame(context.Background(), rpc.ChannelInfo{Type: rpc.ChanMQTT, Persistent: true}, frame)
 		if err != nil || reply == nil {
 			return
