@@ -289,6 +289,11 @@ func TestConfigSetLowerLevel(t *testing.T) {
 func TestRebootRequestsCoalesce(t *testing.T) {
 	d, con := startWatched(t, Options{})
 	c := dial(t, "ws://"+d.HTTPAddr()+"/rpc")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.Call(ctx, "Sys.Reboot", json.RawMessage(`{"delay_ms":9223372036854775807}`)); rpcCode(err) != 400 {
+		t.Fatalf("delay_ms overflowing the timer: %v", err)
+	}
 	for i := 0; i < 5; i++ {
 		call(t, c, "Sys.Reboot", map[string]any{"delay_ms": 300 + 100*i})
 	}

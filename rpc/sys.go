@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 )
@@ -48,7 +49,7 @@ func RegisterSys(r Registrar, dev SysDevice) {
 		if a.DelayMS != nil {
 			delay = *a.DelayMS
 		}
-		if delay < 0 {
+		if delay < 0 || delay > math.MaxInt32 { // the firmware's delay_ms is a C int
 			return nil, Errorf(400, "invalid delay value")
 		}
 		dev.Reboot(time.Duration(delay) * time.Millisecond)
