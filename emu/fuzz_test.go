@@ -17,6 +17,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/gorilla/websocket"
 	"github.com/mosemu/mosemu/mqtt"
+	"github.com/mosemu/mosemu/rpc"
 	"github.com/mosemu/mosemu/rpc/client"
 	"golang.org/x/sys/unix"
 )
@@ -101,6 +102,27 @@ func nextPing() (int64, []byte) {
 	return id, []byte(fmt.Sprintf(`{"id":%d,"method":"RPC.Ping"}`, id))
 }
 
+// wsExpect is what the firmware documents for one frame on a WebSocket
+// channel: a reply starting with prefix (a request with an id), nothing
+// (a notification or a response), or the channel closed (an invalid frame:
+// unparsable, too big, or for another dst).
+type wsExpect struct {
+	closed bool
+	prefix []byte // non-nil: a reply with this beginning comes first
+}
+
+func expectWS(frame []byte, localID string) wsExpect {
+	f, err := rpc.ParseFrame(frame)
+	if err != nil || len(frame) > 4096 || (f.Dst != "" && f.Dst != localID) {
+		return wsExpect{closed: true}
+	}
+	if f.Method == "" || len(f.ID) == 0 {
+		return wsExpect{}
+	}
+	r := rpc.Reply(&rpc.Request{ID: f.ID}, localID, nil, nil)
+	return wsExpect{prefix: r[:bytes.Index(r, []byte(`,"src":`))+1]}
+}
+
 func FuzzWSChannel(f *testing.F) {
 	ft := fuzzDevice(f, Options{})
 	d := ft.d
@@ -122,36 +144,47 @@ func FuzzWSChannel(f *testing.F) {
 		if ws == nil {
 			redial(t)
 		}
+		want := expectWS(frame, d.DeviceID())
 		ws.WriteMessage(websocket.TextMessage, frame)
 		id, ping := nextPing()
-		for attempt := 0; ; attempt++ {
-			if err := ws.WriteMessage(websocket.TextMessage, ping); err == nil && awaitWS(ws, id) {
-				break
-			}
-			if attempt == 1 { // closed after an invalid frame: a new channel must work
-				ft.check(t, frame)
+		ws.WriteMessage(websocket.TextMessage, ping)
+		got, closed := readWS(ws, id)
+		ft.check(t, frame)
+		switch {
+		case want.closed && !closed:
+			t.Fatalf("input %q: an invalid frame left the channel open (got %q)", frame, got)
+		case !want.closed && closed:
+			t.Fatalf("input %q: the channel closed", frame)
+		case want.prefix != nil && (len(got) == 0 || !bytes.HasPrefix(got[0], want.prefix)):
+			t.Fatalf("input %q: replies %q, want one starting %q first", frame, got, want.prefix)
+		case want.prefix == nil && !want.closed && len(got) != 0:
+			t.Fatalf("input %q: unexpected replies %q", frame, got)
+		}
+		if closed {
+			redial(t)
+			ws.WriteMessage(websocket.TextMessage, ping)
+			if _, closed := readWS(ws, id); closed {
 				t.Fatalf("input %q: the device no longer answers over WS", frame)
 			}
-			redial(t)
 		}
-		ft.check(t, frame)
 	})
 }
 
-// awaitWS reads replies until the one with id; false when the channel
-// closed or stayed silent.
-func awaitWS(ws *websocket.Conn, id int64) bool {
+// readWS returns the messages received before the reply with id, or
+// closed when the channel closed (or stayed silent) first.
+func readWS(ws *websocket.Conn, id int64) (got [][]byte, closed bool) {
 	ws.SetReadDeadline(time.Now().Add(5 * time.Second))
 	defer ws.SetReadDeadline(time.Time{})
-	want := []byte(fmt.Sprintf(`"id":%d`, id))
+	want := []byte(fmt.Sprintf(`{"id":%d,`, id))
 	for {
 		_, msg, err := ws.ReadMessage()
 		if err != nil {
-			return false
+			return got, true
 		}
-		if bytes.Contains(msg, want) {
-			return true
+		if bytes.HasPrefix(msg, want) {
+			return got, false
 		}
+		got = append(got, msg)
 	}
 }
 
@@ -170,11 +203,16 @@ func FuzzHTTPChannel(f *testing.F) {
 		if method != "" {
 			u += "/" + url.PathEscape(method)
 		}
-		if r, err := hc.Post(u, "application/json", bytes.NewReader(body)); err == nil {
-			io.Copy(io.Discard, r.Body)
+		r, err := hc.Post(u, "application/json", bytes.NewReader(body))
+		if err == nil {
+			got, _ := io.ReadAll(r.Body)
 			r.Body.Close()
+			ft.check(t, body)
+			if method == "" { // frame mode: the firmware's documented answers
+				checkHTTPFrame(t, body, d.DeviceID(), r.StatusCode, got)
+			}
 		}
-		r, err := hc.Post("http://"+d.HTTPAddr()+"/rpc/RPC.Ping", "application/json", nil)
+		r, err = hc.Post("http://"+d.HTTPAddr()+"/rpc/RPC.Ping", "application/json", nil)
 		if err != nil {
 			ft.check(t, body)
 			t.Fatalf("input %q %q: the device no longer answers over HTTP: %v", method, body, err)
@@ -186,6 +224,34 @@ func FuzzHTTPChannel(f *testing.F) {
 		}
 		ft.check(t, body)
 	})
+}
+
+// checkHTTPFrame checks the answer to a frame POSTed to /rpc: 413 when too
+// big, 400 when invalid, a reply (or a native 401 challenge) to a request
+// with an id, an empty 200 otherwise.
+func checkHTTPFrame(t *testing.T, frame []byte, localID string, code int, body []byte) {
+	t.Helper()
+	if len(frame) > 4096 {
+		if code != 413 {
+			t.Fatalf("input %q: %d for an oversized frame", frame, code)
+		}
+		return
+	}
+	want := expectWS(frame, localID)
+	switch {
+	case want.closed:
+		if code != 400 {
+			t.Fatalf("input %q: %d %q for an invalid frame, want 400", frame, code, body)
+		}
+	case want.prefix != nil:
+		if code != 401 && (code != 200 || !bytes.HasPrefix(body, want.prefix)) {
+			t.Fatalf("input %q: %d %q, want a reply starting %q", frame, code, body, want.prefix)
+		}
+	default:
+		if code != 200 || len(bytes.TrimSpace(body)) != 0 {
+			t.Fatalf("input %q: %d %q, want an empty 200", frame, code, body)
+		}
+	}
 }
 
 func FuzzUARTChannel(f *testing.F) {
