@@ -283,6 +283,7 @@ func (d *Device) Close() error {
 }
 
 func (d *Device) stopLocked() {
+	d.cancelReboot() // the firmware's timers die with it
 	if d.fw != nil {
 		d.fw.stop()
 		d.fw = nil

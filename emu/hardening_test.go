@@ -444,3 +444,21 @@ func TestMQTTFloodIsBounded(t *testing.T) {
 		t.Fatalf("console:\n%s", tail(out, 2000))
 	}
 }
+
+// TestRebootAfterAnotherReboot: a reboot asked for before the device
+// rebooted for another reason is forgotten, and one asked for afterwards
+// happens.
+func TestRebootAfterAnotherReboot(t *testing.T) {
+	d, con := startWatched(t, Options{})
+	d.ScheduleReboot(time.Hour)
+	if err := d.Reboot(); err != nil {
+		t.Fatal(err)
+	}
+	d.ScheduleReboot(200 * time.Millisecond)
+	for deadline := time.Now().Add(5 * time.Second); strings.Count(con.String(), "Init done") < 3; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the second reboot request was lost:\n%s", con.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

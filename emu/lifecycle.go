@@ -51,6 +51,16 @@ func (d *Device) ScheduleReboot(delay time.Duration) {
 	d.rebootTimer = t
 }
 
+// cancelReboot drops a pending reboot (the device is stopping anyway).
+func (d *Device) cancelReboot() {
+	d.rebootMu.Lock()
+	defer d.rebootMu.Unlock()
+	if d.rebootTimer != nil {
+		d.rebootTimer.Stop()
+		d.rebootTimer, d.rebootDue = nil, time.Time{}
+	}
+}
+
 func (d *Device) rebootAt() time.Time {
 	d.rebootMu.Lock()
 	defer d.rebootMu.Unlock()
