@@ -14,7 +14,6 @@ import (
 	"net/http/httptest"
 	"regexp"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -24,24 +23,6 @@ import (
 	"github.com/mosemu/mosemu/rpc"
 	"github.com/mosemu/mosemu/rpc/client"
 )
-
-// consoleBuf collects a device's console log.
-type consoleBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (c *consoleBuf) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.b.Write(p)
-}
-
-func (c *consoleBuf) String() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.b.String()
-}
 
 // startWatched starts a device whose console is captured.
 func startWatched(t testing.TB, o Options) (*Device, *consoleBuf) {
