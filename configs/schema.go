@@ -74,8 +74,7 @@ var limits = map[string][2]float64{
 	"debug.udp_log_level":                        {-1, 4},
 	"debug.event_level":                          {-1, 4},
 	"sys.wdt_timeout":                            {0, 3600},
-	"sys.atca.i2c_addr":                          {0, 127},
-	"sys.atca.i2c_bus":                           {0, 1},
+	"sys.atca.i2c_addr":                          {0, 255}, // 7-bit, or shifted as cryptoauthlib takes it
 	"http.auth_algo":                             {0, 1},
 	"rpc.max_frame_size":                         {64, MaxFrameSize},
 	"rpc.max_queue_length":                       {0, 1000},

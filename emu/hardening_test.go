@@ -332,7 +332,7 @@ func TestInputLimits(t *testing.T) {
 			t.Errorf("%s %s: %v", m.method, m.params, err)
 		}
 	}
-	call(t, c, "Config.Set", map[string]any{"config": map[string]any{"sys": map[string]any{"atca": map[string]any{"enable": true}}}, "save": true, "reboot": true})
+	call(t, c, "Config.Set", map[string]any{"config": map[string]any{"sys": map[string]any{"atca": map[string]any{"enable": true}}, "i2c": map[string]any{"enable": true}}, "save": true, "reboot": true})
 	time.Sleep(800 * time.Millisecond)
 	c = dial(t, "ws://"+d.HTTPAddr()+"/rpc")
 	for _, slot := range []int{-65536, 65536, 16, -1} {
