@@ -218,6 +218,7 @@ func (d *Device) startMQTT(fw *firmware) {
 			d.log.Error("MQTT0 TLS setup failed: "+err.Error(), console.Src("mgos_mqtt_conn.c", 440))
 			return
 		}
+		d.superviseVerifier(tc)
 	}
 	fw.mqtt = mqtt.Start(mqtt.Config{
 		TLS:    tc,
@@ -270,5 +271,11 @@ func (fw *firmware) atcaSigner(d *Device) devtls.SignerFunc {
 	if fw.atca == nil {
 		return nil
 	}
-	return func(slot int) (crypto.Signer, error) { return atcahost.NewSigner(fw.atca, slot, d.log) }
+	return func(slot int) (crypto.Signer, error) {
+		s, err := atcahost.NewSigner(fw.atca, slot, d.log)
+		if err != nil {
+			return nil, err
+		}
+		return supervisedSigner{s: s, d: d}, nil
+	}
 }

@@ -3,6 +3,9 @@ package emu
 import (
 	"bytes"
 	"context"
+	"crypto"
+	"crypto/tls"
+	"crypto/x509"
 	"crypto/md5"
 	"encoding/base64"
 	"encoding/hex"
@@ -441,5 +444,28 @@ func TestRebootAfterAnotherReboot(t *testing.T) {
 			t.Fatalf("the second reboot request was lost:\n%s", con.String())
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// panicSigner is a key whose signing code has a bug.
+type panicSigner struct{ crypto.Signer }
+
+func (panicSigner) Sign(io.Reader, []byte, crypto.SignerOpts) ([]byte, error) { panic("signer bug") }
+
+// TestSupervisorCoversTLSCallbacks: device code that runs inside TLS
+// handshakes (a key in the ATECC, the on-demand CA check) fails the
+// handshake and crashes the device when it panics, never the process.
+func TestSupervisorCoversTLSCallbacks(t *testing.T) {
+	d, con := startWatched(t, Options{})
+	tc := &tls.Config{VerifyPeerCertificate: func([][]byte, [][]*x509.Certificate) error { panic("verifier bug") }}
+	d.superviseVerifier(tc)
+	if err := tc.VerifyPeerCertificate(nil, nil); err == nil {
+		t.Fatal("a crashed verification passed")
+	}
+	if _, err := (supervisedSigner{s: panicSigner{}, d: d}).Sign(nil, make([]byte, 32), crypto.SHA256); err == nil {
+		t.Fatal("a crashed signature passed")
+	}
+	if d.Crashes() != 2 || !strings.Contains(con.String(), "Go panic in TLS signature: signer bug") {
+		t.Fatalf("%d crashes:\n%s", d.Crashes(), con.String())
 	}
 }

@@ -1,8 +1,12 @@
 package emu
 
 import (
+	"crypto"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"runtime/debug"
 	"strings"
@@ -108,3 +112,38 @@ func (d *Device) bootSupervised() (fw *firmware, err error) {
 
 // errBootCrashed is the boot error when the firmware panicked while booting.
 var errBootCrashed = errors.New("boot: firmware crashed while booting")
+
+// Code of the device that runs inside TLS handshakes, on goroutines of the
+// HTTP server or of the MQTT client library, runs under the supervisor too:
+// a panic there is the device's crash and fails that handshake.
+
+// errCrashedTLS fails a handshake whose device code crashed.
+var errCrashedTLS = errors.New("firmware crashed during the TLS handshake")
+
+// supervisedSigner runs a device-held key (ATCA:N) under the supervisor.
+type supervisedSigner struct {
+	s crypto.Signer
+	d *Device
+}
+
+func (s supervisedSigner) Public() crypto.PublicKey { return s.s.Public() }
+
+func (s supervisedSigner) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) (sig []byte, err error) {
+	err = errCrashedTLS
+	s.d.protect("TLS signature", func() { sig, err = s.s.Sign(rand, digest, opts) })
+	return sig, err
+}
+
+// superviseVerifier runs tc's certificate verification callback (the CA
+// loaded on demand from ca.pem) under the supervisor.
+func (d *Device) superviseVerifier(tc *tls.Config) {
+	if tc == nil || tc.VerifyPeerCertificate == nil {
+		return
+	}
+	verify := tc.VerifyPeerCertificate
+	tc.VerifyPeerCertificate = func(raw [][]byte, chains [][]*x509.Certificate) (err error) {
+		err = errCrashedTLS
+		d.protect("TLS certificate verification", func() { err = verify(raw, chains) })
+		return err
+	}
+}
