@@ -87,6 +87,22 @@ func mqttFrame(t *testing.T, broker, devID, replyTopic, frame string, wait time.
 	}
 }
 
+// waitRPCOverMQTT waits until the device answers RPC over MQTT (connected
+// and subscribed: a request published earlier would be lost).
+func waitRPCOverMQTT(t *testing.T, broker string, d *Device) {
+	t.Helper()
+	waitMQTT(t, d, true)
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		src := d.DeviceID() + "/rpc-resp/wait"
+		if r := mqttFrame(t, broker, d.DeviceID(), src+"/rpc", fmt.Sprintf(`{"id":1,"src":%q,"method":"RPC.Ping"}`, src), time.Second); r != nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no answer over MQTT")
+		}
+	}
+}
+
 func rpcCode(err error) int {
 	var e *rpc.Error
 	if errors.As(err, &e) {
@@ -101,7 +117,7 @@ func rpcCode(err error) int {
 func TestFSPutHugeOffset(t *testing.T) {
 	b := startBroker(t)
 	d, _ := startWatched(t, Options{Serial: true, MQTTBroker: b.Addr()})
-	waitMQTT(t, d, true)
+	waitRPCOverMQTT(t, b.Addr(), d)
 	u := dial(t, d.SerialPath())
 	call(t, u, "FS.Put", map[string]any{"filename": "v", "data": base64.StdEncoding.EncodeToString([]byte("hello"))})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -148,7 +164,7 @@ func TestConfigRanges(t *testing.T) {
 	if err := d.Reboot(); err != nil {
 		t.Fatal(err)
 	}
-	waitMQTT(t, d, true)
+	waitRPCOverMQTT(t, b.Addr(), d)
 	c = dial(t, "ws://"+d.HTTPAddr()+"/rpc")
 	if got := string(call(t, c, "Config.Get", map[string]any{"key": "mqtt.keep_alive"})); got != "0" {
 		t.Fatalf("keep_alive -1 loaded as %s", got)
@@ -170,7 +186,7 @@ func TestConfigRanges(t *testing.T) {
 func TestMQTTBadSrcKeepsTheChannel(t *testing.T) {
 	b := startBroker(t)
 	d, con := startWatched(t, Options{MQTTBroker: b.Addr()})
-	waitMQTT(t, d, true)
+	waitRPCOverMQTT(t, b.Addr(), d)
 	for _, src := range []string{"#", "+", "a/#", "x/+/y", "a\u0000b", "", strings.Repeat("x", 70000)} {
 		frame, _ := json.Marshal(map[string]any{"id": 1, "src": src, "method": "RPC.Ping"})
 		mqttFrame(t, b.Addr(), d.DeviceID(), "", string(frame), 0)
@@ -397,7 +413,7 @@ func TestMQTTFloodIsBounded(t *testing.T) {
 			return nil, nil
 		})
 	}})
-	waitMQTT(t, d, true)
+	waitRPCOverMQTT(t, b.Addr(), d)
 	c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + b.Addr()).SetClientID("flood"))
 	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 		t.Fatal(tok.Error())

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -37,7 +38,7 @@ func (s *syncBuffer) String() string {
 
 // mqttCall publishes one request frame to <id>/rpc as mos does and waits
 // for the reply on the src topic.
-func mqttCall(broker, devID, method string) ([]byte, error) {
+func mqttCall(broker, devID, method string, wait time.Duration) ([]byte, error) {
 	cid := fmt.Sprintf("t-%d", time.Now().UnixNano())
 	c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + broker).SetClientID(cid))
 	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
@@ -51,7 +52,7 @@ func mqttCall(broker, devID, method string) ([]byte, error) {
 	select {
 	case b := <-got:
 		return b, nil
-	case <-time.After(3 * time.Second):
+	case <-time.After(wait):
 		return nil, fmt.Errorf("no reply to %s", method)
 	}
 }
@@ -138,8 +139,18 @@ func TestPanickingHandlerCrashesOnlyItsDevice(t *testing.T) {
 			return err
 		}},
 		{"MQTT", func() error {
-			_, err := mqttCall(b.Addr(), victim.DeviceID(), "Test.Panic")
-			return err
+			// After the reboots the session may not be subscribed yet:
+			// repeat until the request reaches the handler.
+			before := victim.Crashes()
+			for deadline := time.Now().Add(15 * time.Second); victim.Crashes() == before; {
+				if _, err := mqttCall(b.Addr(), victim.DeviceID(), "Test.Panic", time.Second); err == nil {
+					return nil
+				}
+				if time.Now().After(deadline) {
+					return nil // reported as "answered" below
+				}
+			}
+			return errors.New("crashed")
 		}},
 	}
 	for i, ch := range channels {
@@ -181,7 +192,7 @@ func TestPanickingHandlerCrashesOnlyItsDevice(t *testing.T) {
 	}
 	// The bystanders answer on every channel and never crashed.
 	for i := 1; i < 3; i++ {
-		if r, err := mqttCall(b.Addr(), f.Devices[i].DeviceID(), "Sys.GetInfo"); err != nil || !bytes.Contains(r, []byte(`"result"`)) {
+		if r, err := mqttCall(b.Addr(), f.Devices[i].DeviceID(), "Sys.GetInfo", 5*time.Second); err != nil || !bytes.Contains(r, []byte(`"result"`)) {
 			t.Fatalf("device %d over MQTT: %s %v", i, r, err)
 		}
 		c, err := client.Dial(ctx, "ws://"+f.Devices[i].HTTPAddr()+"/rpc")
