@@ -318,6 +318,20 @@ func FuzzMQTTChannel(f *testing.F) {
 		default:
 		}
 	}).Wait()
+	// Wait until the device is subscribed: a request published before is lost.
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		pid, _ := nextPing()
+		m.Publish(id+"/rpc", 1, false, fmt.Sprintf(`{"id":%d,"src":"fuzzer","method":"RPC.Ping"}`, pid)).WaitTimeout(5 * time.Second)
+		select {
+		case <-replies:
+		case <-time.After(500 * time.Millisecond):
+			if time.Now().Before(deadline) {
+				continue
+			}
+			f.Fatal("the device never answered over MQTT")
+		}
+		break
+	}
 	f.Fuzz(func(t *testing.T, suffix string, frame []byte) {
 		if !mqtt.ValidSrc(id+"/rpc"+suffix) || len(suffix) > 1000 {
 			return // not a topic a client can publish to (the broker would drop the fuzzer)
