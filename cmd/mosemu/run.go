@@ -18,6 +18,8 @@ func runCmd() *cobra.Command {
 	var opts emu.Options
 	var quiet, broker bool
 	var brokerAddr string
+	var wifiAPs []string
+	var wifiAPsFile string
 	var wires []string
 	c := &cobra.Command{
 		Use:   "run",
@@ -31,6 +33,9 @@ The console log is mirrored to stderr unless --quiet.`,
 				opts.Console = os.Stderr
 			}
 			opts.Serial = true
+			if err := addWiFiAPs(&opts, wifiAPs, wifiAPsFile); err != nil {
+				return err
+			}
 			for _, w := range wires {
 				wire, err := emu.ParseWire(w)
 				if err != nil {
@@ -85,6 +90,8 @@ The console log is mirrored to stderr unless --quiet.`,
 	f.BoolVar(&opts.TLSDynamicBuffers, "mbedtls-dynamic-buffers", false, "model mbedTLS with the dynamic-buffer patch (~1 KiB per idle TLS connection instead of ~40 KiB)")
 	f.BoolVar(&broker, "broker", true, "start an embedded MQTT broker and connect the device to it (unless its config names another mqtt.server)")
 	f.StringVar(&brokerAddr, "broker-addr", "127.0.0.1:1883", "address of the embedded MQTT broker")
+	f.StringArrayVar(&wifiAPs, "wifi-ap", nil, "an access point the device's Wi-Fi sees, SSID[:PASSWORD[:RSSI]] (repeatable)")
+	f.StringVar(&wifiAPsFile, "wifi-aps", "", `JSON file of access points: [{"ssid":"Lab","pass":"secret123","rssi":-60,"channel":6,"net":"10.0.0.0/24"}]`)
 	f.StringArrayVar(&wires, "wire", nil, "wire a part to the board's GPIOs, kept in the state: atecc608a:sda=12,scl=14,addr=0x60 or atecc608a:none (default: ESP8266 SDA 12/SCL 14, ESP32 SDA 32/SCL 33, at 0x60)")
 	return c
 }
@@ -97,8 +104,15 @@ func printWhere(d *emu.Device, took time.Duration) {
 	}
 	fmt.Printf("mosemu: %s device %s in %v (state %s)\n", id.Arch, state, took.Round(time.Millisecond), d.StateDir())
 	if a := d.HTTPAddr(); a != "" && d.HTTPServing() {
-		fmt.Printf("  RPC over WebSocket: mos --port ws://%s/rpc call Sys.GetInfo\n", a)
-		fmt.Printf("  RPC over HTTP:      curl http://%s/rpc/Sys.GetInfo\n", a)
+		ws, web, k := "ws", "http", ""
+		if d.HTTPTLS() {
+			ws, web, k = "wss", "https", "-k "
+		}
+		fmt.Printf("  RPC over WebSocket: mos --port %s://%s/rpc call Sys.GetInfo\n", ws, a)
+		fmt.Printf("  RPC over HTTP:      curl %s%s://%s/rpc/Sys.GetInfo\n", k, web, a)
+		if la := d.HTTPListenAddr(); la != "" {
+			fmt.Printf("  (the device's http.listen_addr %s is served on the host at %s; --http changes it)\n", la, a)
+		}
 	}
 	if p := d.SerialPath(); p != "" {
 		fmt.Printf("  Serial (console, RPC, ROM loader): mos --port %s console\n", p)
