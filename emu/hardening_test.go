@@ -365,9 +365,17 @@ func TestInputLimits(t *testing.T) {
 		t.Fatal("a third channel was accepted")
 	}
 	second.Close()
-	time.Sleep(100 * time.Millisecond)
-	third := dial(t, "ws://"+d.HTTPAddr()+"/rpc")
-	call(t, third, "RPC.Ping", nil)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		third, err := client.Dial(ctx, "ws://"+d.HTTPAddr()+"/rpc")
+		if err == nil {
+			call(t, third, "RPC.Ping", nil)
+			third.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no channel after one closed: %v", err)
+		}
+	}
 }
 
 // TestSupervisorCoversHTTPAndTimers: a panic in an HTTP handler or a timer
