@@ -311,44 +311,66 @@ func FuzzMQTTChannel(f *testing.F) {
 		f.Fatalf("connect: %v", tok.Error())
 	}
 	f.Cleanup(func() { m.Disconnect(50) })
-	replies := make(chan []byte, 64)
-	m.Subscribe("fuzzer/rpc", 1, func(_ paho.Client, msg paho.Message) {
+	type message struct {
+		topic   string
+		payload []byte
+	}
+	msgs := make(chan message, 256)
+	m.Subscribe("#", 1, func(_ paho.Client, msg paho.Message) {
 		select {
-		case replies <- msg.Payload():
+		case msgs <- message{msg.Topic(), msg.Payload()}:
 		default:
 		}
 	}).Wait()
-	// Wait until the device is subscribed: a request published before is lost.
-	for deadline := time.Now().Add(15 * time.Second); ; {
+	// await waits for a message on topic starting with prefix.
+	await := func(topic string, prefix []byte, timeout <-chan time.Time) bool {
+		for {
+			select {
+			case r := <-msgs:
+				if r.topic == topic && bytes.HasPrefix(r.payload, prefix) {
+					return true
+				}
+			case <-timeout:
+				return false
+			}
+		}
+	}
+	ping := func() []byte {
 		pid, _ := nextPing()
 		m.Publish(id+"/rpc", 1, false, fmt.Sprintf(`{"id":%d,"src":"fuzzer","method":"RPC.Ping"}`, pid)).WaitTimeout(5 * time.Second)
-		select {
-		case <-replies:
-		case <-time.After(500 * time.Millisecond):
-			if time.Now().Before(deadline) {
-				continue
-			}
+		return []byte(fmt.Sprintf(`{"id":%d,`, pid))
+	}
+	// Wait until the device is subscribed: a request published before is lost.
+	for deadline := time.Now().Add(15 * time.Second); !await("fuzzer/rpc", ping(), time.After(500*time.Millisecond)); {
+		if time.Now().After(deadline) {
 			f.Fatal("the device never answered over MQTT")
 		}
-		break
 	}
 	f.Fuzz(func(t *testing.T, suffix string, frame []byte) {
 		if !mqtt.ValidSrc(id+"/rpc"+suffix) || len(suffix) > 1000 {
 			return // not a topic a client can publish to (the broker would drop the fuzzer)
 		}
+		for len(msgs) > 0 {
+			<-msgs
+		}
+		// A request with an id and a src that can be a topic gets a reply
+		// there; anything else is dropped (logged), as documented.
+		var replyTopic string
+		var replyPrefix []byte
+		if fr, err := rpc.ParseFrame(frame); suffix == "" && err == nil && len(frame) <= 4096 && fr.Method != "" &&
+			len(fr.ID) > 0 && mqtt.ValidSrc(fr.Src) && (fr.Dst == "" || fr.Dst == id) {
+			r := rpc.Reply(&rpc.Request{ID: fr.ID}, id, nil, nil)
+			replyTopic, replyPrefix = fr.Src+"/rpc", r[:bytes.Index(r, []byte(`,"src":`))+1]
+		}
 		m.Publish(id+"/rpc"+suffix, 1, false, frame).WaitTimeout(5 * time.Second)
-		pid, _ := nextPing()
-		m.Publish(id+"/rpc", 1, false, fmt.Sprintf(`{"id":%d,"src":"fuzzer","method":"RPC.Ping"}`, pid)).WaitTimeout(5 * time.Second)
-		want := []byte(fmt.Sprintf(`"id":%d`, pid))
 		timeout := time.After(5 * time.Second)
-		for got := false; !got; {
-			select {
-			case r := <-replies:
-				got = bytes.Contains(r, want)
-			case <-timeout:
-				ft.check(t, frame)
-				t.Fatalf("input %q %q: the device no longer answers over MQTT", suffix, frame)
-			}
+		if replyTopic != "" && !await(replyTopic, replyPrefix, timeout) {
+			ft.check(t, frame)
+			t.Fatalf("input %q: no reply on %s", frame, replyTopic)
+		}
+		if !await("fuzzer/rpc", ping(), timeout) {
+			ft.check(t, frame)
+			t.Fatalf("input %q %q: the device no longer answers over MQTT", suffix, frame)
 		}
 		if strings.Contains(ft.con.String(), "MQTT0 Disconnect") {
 			t.Fatalf("input %q %q: the broker dropped the device", suffix, frame)

@@ -208,19 +208,18 @@ func (m *Client) onRPC(c paho.Client, msg paho.Message) {
 		obj["method"], _ = json.Marshal(method)
 		frame, _ = json.Marshal(obj)
 	}
-	var hdr struct {
-		ID     json.RawMessage `json:"id"`
-		Src    string          `json:"src"`
-		Method string          `json:"method"`
-	}
-	json.Unmarshal(frame, &hdr)
-	if hdr.Method != "" && len(hdr.ID) > 0 && hdr.Src == "" {
-		m.log.Error("Drop frame without src", "src", "mgos_rpc_channel_mqtt.c:79")
-		return
-	}
-	if hdr.Method != "" && len(hdr.ID) > 0 && !ValidSrc(hdr.Src) {
-		m.log.Error(fmt.Sprintf("Drop frame: src %q is not a valid topic", hdr.Src), "src", "mgos_rpc_channel_mqtt.c:79", "finding", "bad request")
-		return
+	// The dispatcher's own parser, so that the src checked here is the
+	// one the reply goes to (encoding/json's case-insensitive keys would
+	// read "SRC" where the dispatcher reads "src").
+	if hdr, err := rpc.ParseFrame(frame); err == nil && hdr.Method != "" && len(hdr.ID) > 0 {
+		if hdr.Src == "" {
+			m.log.Error("Drop frame without src", "src", "mgos_rpc_channel_mqtt.c:79")
+			return
+		}
+		if !ValidSrc(hdr.Src) {
+			m.log.Error(fmt.Sprintf("Drop frame: src %q is not a valid topic", hdr.Src), "src", "mgos_rpc_channel_mqtt.c:79", "finding", "bad request")
+			return
+		}
 	}
 	select {
 	case m.busy <- struct{}{}:
