@@ -42,6 +42,7 @@ var fuzzSeeds = []string{
 	`{"id":3,"src":"x","method":"FS.Get","params":{"filename":"v","offset":-1,"len":-5}}`,
 	`{"id":4,"src":"x","method":"Config.Set","params":{"config":{"mqtt":{"keep_alive":-1}},"save":true}}`,
 	`{"id":5,"src":"#","method":"RPC.Ping"}`,
+	`{"id":10,"src":"ok","SRC":"#","method":"RPC.Ping"}`,
 	`{"id":6,"method":"Sys.Reboot","auth":{"realm":"fuzz","username":"joe","nonce":1,"cnonce":2,"response":"00"}}`,
 	`{"id":7,"method":"RPC.Describe","params":{"name":"FS.Put"}}`,
 	`{"id":8,"method":"FS.List","params":{"path":"/\u0000"}}`,
