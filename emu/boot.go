@@ -64,8 +64,9 @@ func (d *Device) cpuView(encrypted bool) flash.Device {
 // *BootError.
 func (d *Device) boot() (_ *firmware, err error) {
 	fw := &firmware{started: time.Now(), ram: devtls.NewRAMReserve(d.board.RAMSize, d.board.RAMFreeAtBoot, d.board.HeapReserve)}
+	booted := false
 	defer func() {
-		if err != nil {
+		if !booted { // an error or a crash: release what was started
 			fw.stop()
 			d.revertFailedUpdate(fw.boot, err) // a new firmware that does not boot is rolled back
 		}
@@ -75,7 +76,7 @@ func (d *Device) boot() (_ *firmware, err error) {
 			if errors.Is(err, errNoROM) { // the ROM or rBoot stops: no loop
 				return nil, &BootError{Stage: "ROM", Reason: err.Error()}
 			}
-			return nil, d.firmwareFailure(err.Error())
+			return nil, d.firmwareFailure(err)
 		}
 	} else {
 		if err := d.romBootESP32(); err != nil {
@@ -86,7 +87,7 @@ func (d *Device) boot() (_ *firmware, err error) {
 		}
 		// The updater's early init (slot, update status, tombstone).
 		if fw.boot, err = d.selectBoot(); err != nil {
-			return nil, d.firmwareFailure(err.Error())
+			return nil, d.firmwareFailure(err)
 		}
 		d.banner(d.fwIdentity(fw), bootLabel(fw.boot))
 	}
@@ -97,33 +98,40 @@ func (d *Device) boot() (_ *firmware, err error) {
 		if fw.boot != nil && fw.boot.FS.Size != 0 {
 			fw.fsPart, ok = fw.boot.FS, true
 		} else if fw.fsPart, ok = fw.table.RootFS(); !ok {
-			return nil, d.firmwareFailure("no filesystem partition in the partition table")
+			return nil, d.firmwareFailure(errors.New("no filesystem partition in the partition table"))
 		}
 	}
 	dev := flash.NewWindow(d.cpuView(fw.fsPart.Encrypted()), int64(fw.fsPart.Offset), int64(fw.fsPart.Size))
 	raw := flash.NewWindow(d.flash, int64(fw.fsPart.Offset), int64(fw.fsPart.Size))
 	if fw.fs, err = mountRootFS(dev, raw, d); err != nil {
-		return nil, d.firmwareFailure(err.Error())
+		return nil, d.firmwareFailure(err)
 	}
 	fw.onStop(func() { fw.fs.Unmount() })
 	if err := d.applyUpdate(fw); err != nil {
-		return nil, d.firmwareFailure("applying the update: " + err.Error())
+		return nil, d.firmwareFailure(fmt.Errorf("applying the update: %w", err))
 	}
 	if err := d.provision(fw.fs); err != nil {
-		return nil, d.firmwareFailure(err.Error())
+		return nil, d.firmwareFailure(err)
 	}
 	if err := d.startFirmware(fw); err != nil {
-		return nil, d.firmwareFailure(err.Error())
+		return nil, d.firmwareFailure(err)
 	}
 	d.finishBoot(fw)
+	booted = true
 	return fw, nil
 }
 
 // firmwareFailure logs why Mongoose OS could not start; the firmware then
-// restarts the chip (esp_restart), which boots it again.
-func (d *Device) firmwareFailure(msg string) error {
-	d.log.Error(msg, console.Src("mgos_init.c", 115))
-	return &BootError{Stage: "firmware", Reason: msg, next: resetSoftwareCPU}
+// restarts the chip (esp_restart), which boots it again. A host address
+// the emulator cannot bind halts the device instead: retrying would not
+// help.
+func (d *Device) firmwareFailure(err error) error {
+	d.log.Error(err.Error(), console.Src("mgos_init.c", 115))
+	next := resetSoftwareCPU
+	if errors.Is(err, ErrHostBind) {
+		next = 0
+	}
+	return &BootError{Stage: "firmware", Reason: err.Error(), next: next, err: err}
 }
 
 // mountRootFS mounts the root filesystem, formatting a blank partition as

@@ -64,7 +64,11 @@ type BootError struct {
 	Stage  string     // "ROM", "bootloader" or "firmware"
 	Reason string     // as the stage printed it
 	next   resetCause // the reset that starts the next iteration of the loop; 0: the chip halts
+	err    error      // the underlying error, if any
 }
+
+// Unwrap returns the underlying error (e.g. ErrHostBind).
+func (f *BootError) Unwrap() error { return f.err }
 
 func (f *BootError) Error() string {
 	if f.next == 0 {

@@ -9,9 +9,11 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mosemu/mosemu/atca"
@@ -20,9 +22,11 @@ import (
 	"github.com/mosemu/mosemu/emu/console"
 	"github.com/mosemu/mosemu/emu/flash"
 	"github.com/mosemu/mosemu/emu/flashenc"
+	"github.com/mosemu/mosemu/emu/observe"
 	"github.com/mosemu/mosemu/emu/romloader"
 	"github.com/mosemu/mosemu/emu/uart"
 	"github.com/mosemu/mosemu/emu/wifi"
+	"github.com/mosemu/mosemu/rpc"
 )
 
 // Options configure a Device.
@@ -39,6 +43,9 @@ type Options struct {
 	Serial bool
 	// Console receives a copy of the console log (e.g. os.Stderr); may be nil.
 	Console io.Writer
+	// Hub receives the device's events (console lines, RPC calls, efuse
+	// burns, flash writes); nil gives the device a hub of its own.
+	Hub *observe.Hub
 	// Seed, when non-zero, fixes the per-unit values of a new device.
 	Seed uint64
 	// FlashEncryption marks a new device's bootloader as built with flash
@@ -70,6 +77,10 @@ type Options struct {
 	// Wiring, when non-nil, rewires the board (saved in the state file);
 	// nil keeps the state's wiring (DefaultWiring on a new board).
 	Wiring []Wire
+	// Services, when set, registers extra RPC methods at every boot, after
+	// the firmware's own (custom firmware code: tests, lab scenarios). They
+	// run under the device's supervisor like every other handler.
+	Services func(r rpc.Registrar)
 }
 
 // Device is one emulated board. Its methods are safe for concurrent use.
@@ -94,7 +105,7 @@ type Device struct {
 
 	// The chip: what reset it last, the boot loop, the UART receive line.
 	cause     resetCause
-	bootGen   int         // counts resets, so a stale boot-loop timer does nothing
+	loopGen   int         // counts resets, so a stale boot-loop timer does nothing
 	loopTimer *time.Timer // next iteration of a boot loop
 	loader    *romloader.Loader
 	idle      *time.Timer  // returns an idle ROM loader to the firmware
@@ -104,24 +115,61 @@ type Device struct {
 
 	encryptHook func(region string) // tests: called before each first-boot encryption step
 
-	rebootMu  sync.Mutex
-	rebootDue time.Time
+	rebootMu    sync.Mutex
+	rebootDue   time.Time
+	rebootTimer *time.Timer // the pending reboot, nil when none
 
 	efuses *efuse.Efuses // nil on boards without an efuse controller
 	chip   *atca.Chip    // the ATECC608A on the I2C bus
 	crypt  *flashenc.View
 
-	mqttLog   *mqttLog // console over MQTT (debug.stderr_topic)
+	mqttLog *mqttLog // console over MQTT (debug.stderr_topic)
+
+	hub      *observe.Hub // where the device reports events (inspect.go)
+	holdDL   bool         // download mode held from outside (HoldDownload)
+	powerCut bool         // Close without flushing the serial port (PowerOff)
+
+	crashes atomic.Int64 // firmware crashes since the process started
+	bootGen atomic.Int64 // incremented on every boot
+
+	lock   *stateLock // held from New to Close
+	httpUp bool       // the HTTP server of the running firmware listens
+
 	ownSchema *configs.Schema
 	macFn     func() [6]byte // factory MAC source; nil derives it from the seed
 }
 
 // New opens (or creates) the device state in opts.StateDir. The device does
 // not run until Start.
-func New(opts Options) (*Device, error) {
+//
+// Options are validated before anything is written, and the state
+// directory is locked (ErrStateInUse names the holder's pid) until Close.
+func New(opts Options) (d *Device, err error) {
 	if opts.StateDir == "" {
 		return nil, errors.New("emu: Options.StateDir is required")
 	}
+	if opts.Arch != "" {
+		if _, err := BoardFor(opts.Arch); err != nil {
+			return nil, fmt.Errorf("emu: %w", err)
+		}
+	}
+	if opts.HTTPAddr != "" {
+		if _, _, err := net.SplitHostPort(opts.HTTPAddr); err != nil {
+			return nil, fmt.Errorf("emu: bad HTTP address %q: %v", opts.HTTPAddr, err)
+		}
+	}
+	if err := os.MkdirAll(opts.StateDir, 0o755); err != nil {
+		return nil, err
+	}
+	lock, err := lockState(opts.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			lock.unlock()
+		}
+	}()
 	id, _, err := loadIdentity(opts.StateDir, Identity{Arch: orDefault(opts.Arch, "esp32"), Seed: opts.Seed, FlashEncryption: opts.FlashEncryption})
 	if err != nil {
 		return nil, err
@@ -136,13 +184,13 @@ func New(opts Options) (*Device, error) {
 		}
 	}
 	board, _ := BoardFor(id.Arch)
-	d := &Device{opts: opts, board: board, id: id, httpAddr: orDefault(opts.HTTPAddr, "127.0.0.1:0")}
+	d = &Device{opts: opts, board: board, id: id, httpAddr: orDefault(opts.HTTPAddr, "127.0.0.1:0"), lock: lock}
 	d.out = console.NewOutput()
 	if opts.Console != nil {
 		d.out.AddSink(&console.WriterSink{W: opts.Console})
 	}
 	d.log = console.NewLogger(d.out)
-	d.mqttLog = &mqttLog{}
+	d.mqttLog = &mqttLog{protect: d.protect}
 	d.out.AddSink(d.mqttLog)
 	if board.HasEfuses {
 		if d.efuses, err = efuse.Load(d.efusePath(), id.Seed); err != nil {
@@ -167,6 +215,7 @@ func New(opts Options) (*Device, error) {
 	if d.flash, err = flash.Open(flashPath, board.FlashSize); err != nil {
 		return nil, err
 	}
+	d.attachObservers()
 	if errors.Is(statErr, fs.ErrNotExist) {
 		if err := d.factoryProvision(); err != nil {
 			d.flash.Close()
@@ -213,6 +262,19 @@ func (d *Device) HTTPAddr() string {
 	defer d.mu.Unlock()
 	return d.httpAddr
 }
+
+// HTTPServing reports whether the firmware's HTTP server is listening on
+// HTTPAddr now (false while halted, rebooting, or with http.enable off).
+func (d *Device) HTTPServing() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.httpUp
+}
+
+// ErrHostBind is in the boot error when a host address the device needs
+// (its HTTP server's) cannot be bound: unlike a firmware failure, the
+// device cannot be reached at all.
+var ErrHostBind = errors.New("cannot bind the host address")
 
 // Efuses returns the ESP32 efuses, or nil on an ESP8266.
 func (d *Device) Efuses() *efuse.Efuses { return d.efuses }
@@ -294,15 +356,21 @@ func (d *Device) Close() error {
 		d.idle.Stop()
 	}
 	d.loader = nil
+	noFlush := d.powerCut
 	d.mu.Unlock()
 	if d.port != nil {
-		d.port.Flush(200 * time.Millisecond)
+		if !noFlush {
+			d.port.Flush(200 * time.Millisecond)
+		}
 		d.port.Close()
 	}
-	return d.flash.Close()
+	err := d.flash.Close()
+	d.lock.unlock()
+	return err
 }
 
 func (d *Device) stopLocked() {
+	d.cancelReboot() // the firmware's timers die with it
 	if d.fw != nil {
 		d.fw.stop()
 		d.fw = nil
@@ -317,11 +385,13 @@ func (d *Device) resetLocked(cause resetCause) error {
 	return d.bootLocked()
 }
 
-// bootLocked boots from reset; a failure schedules the next iteration of
-// the boot loop.
+// bootLocked boots from reset. A stage that fails as the real chip's does
+// (*BootError) schedules the next iteration of the boot loop, or halts;
+// anything else (a crash while booting, a host error) halts the device.
 func (d *Device) bootLocked() error {
 	for {
-		fw, err := d.boot()
+		d.bootGen.Add(1)
+		fw, err := d.bootSupervised()
 		if errors.Is(err, errEncryptionDone) {
 			d.cause = resetSoftware
 			continue
@@ -330,9 +400,10 @@ func (d *Device) bootLocked() error {
 			d.fw, d.bootErr = fw, nil
 			return nil
 		}
-		f, ok := err.(*BootError)
-		if !ok {
-			f = &BootError{Stage: "firmware", Reason: err.Error(), next: resetSoftwareCPU}
+		var f *BootError
+		if !errors.As(err, &f) {
+			d.log.Error(err.Error(), console.Src("mgos_init.c", 115))
+			f = &BootError{Stage: "firmware", Reason: err.Error(), err: err}
 		}
 		d.bootErr = f
 		if f.next != 0 {
@@ -343,21 +414,23 @@ func (d *Device) bootLocked() error {
 }
 
 func (d *Device) scheduleBootLoopLocked(next resetCause) {
-	d.bootGen++
-	gen := d.bootGen
+	d.loopGen++
+	gen := d.loopGen
 	d.loopTimer = time.AfterFunc(bootLoopDelay, func() {
-		d.mu.Lock()
-		defer d.mu.Unlock()
-		if d.closed || gen != d.bootGen || d.loader != nil || d.fw != nil {
-			return
-		}
-		d.cause = next
-		d.bootLocked()
+		d.protect("boot loop", func() {
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			if d.closed || gen != d.loopGen || d.loader != nil || d.fw != nil {
+				return
+			}
+			d.cause = next
+			d.bootLocked()
+		})
 	})
 }
 
 func (d *Device) cancelBootLoopLocked() {
-	d.bootGen++
+	d.loopGen++
 	if d.loopTimer != nil {
 		d.loopTimer.Stop()
 		d.loopTimer = nil

@@ -2,6 +2,7 @@ package emu
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"time"
 
@@ -106,24 +107,49 @@ func (d *Device) feedLoaderLocked(b []byte) {
 	}
 	ex, done := d.loader.Feed(b)
 	switch {
-	case done && ex == romloader.ExitResetToROM:
+	case done && (ex == romloader.ExitResetToROM || d.holdDL): // GPIO0 held low: the ROM again
 		d.romResetLocked(resetSoftwareCPU)
 	case done && ex == romloader.ExitReboot:
 		d.leaveDownloadLocked(resetSoftwareCPU, "reboot requested")
 	case done:
 		d.leaveDownloadLocked(resetPowerOn, "running user code")
-	case !d.loader.StubRunning() && bytes.Contains(b, rpcHandshake): // (a stub's data may hold anything)
+	case !d.holdDL && !d.loader.StubRunning() && bytes.Contains(b, rpcHandshake): // (a stub's data may hold anything)
 		d.leaveDownloadLocked(resetPowerOn, "RPC handshake")
 	}
 }
 
-// downloadIdleExpired returns an idle ROM loader to the firmware.
+// downloadIdleExpired returns an idle ROM loader to the firmware, unless
+// the download mode is held (HoldDownload).
 func (d *Device) downloadIdleExpired() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.loader != nil && !d.closed {
+	if d.loader != nil && !d.closed && !d.holdDL {
 		d.leaveDownloadLocked(resetPowerOn, "idle")
 	}
+}
+
+// HoldDownload holds the chip in the ROM loader (as holding GPIO0 low
+// through a reset does) until released: the firmware stops and the serial
+// port answers esptool only; resets (FLASH_END, a stub's reboot, the idle
+// return) land in the ROM loader again. HoldDownload(false) releases it
+// and the firmware boots again. It needs the serial port.
+func (d *Device) HoldDownload(on bool) error {
+	if d.port == nil {
+		return errors.New("emu: the device has no serial port")
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return errors.New("emu: device closed")
+	}
+	d.holdDL = on
+	switch {
+	case on && d.loader == nil:
+		d.enterDownloadLocked()
+	case !on && d.loader != nil:
+		d.leaveDownloadLocked(resetPowerOn, "released")
+	}
+	return nil
 }
 
 // leaveDownloadLocked resets the chip out of download mode and boots.

@@ -16,6 +16,7 @@ func main() {
 		SilenceErrors: true,
 	}
 	root.AddCommand(runCmd(), fleetCmd(), efuseCmd(), flashCmd(), benchCmd(), fwBundleCmd(), fwBundle8266Cmd())
+	root.AddCommand(snapshotCmd(), labCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "mosemu:", err)
 		os.Exit(1)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -17,6 +18,7 @@ func runCmd() *cobra.Command {
 	var opts emu.Options
 	var quiet, broker bool
 	var brokerAddr string
+	var lo labOptions
 	var wifiAPs []string
 	var wifiAPsFile string
 	var wires []string
@@ -54,14 +56,18 @@ The console log is mirrored to stderr unless --quiet.`,
 				opts.MQTTBroker = b.Addr()
 			}
 			start := time.Now()
-			d, err := emu.New(opts)
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			seat, err := openSeat(ctx, opts, lo)
 			if err != nil {
 				return err
 			}
-			defer d.Close()
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
+			defer seat.Close()
+			d := seat.Device()
 			bootErr := d.Start(ctx)
+			if errors.Is(bootErr, emu.ErrHostBind) {
+				return fmt.Errorf("the device cannot start: %w", bootErr)
+			}
 			if opts.FlashEncryption && !d.Identity().FlashEncryption {
 				if err := d.SetBootloaderFlashEncryption(true); err != nil {
 					return err
@@ -73,6 +79,13 @@ The console log is mirrored to stderr unless --quiet.`,
 				go announceWhenUp(ctx, d, start)
 			} else {
 				printWhere(d, time.Since(start))
+			}
+			if lo.ui != "" {
+				ui, err := startUI(seat, lo)
+				if err != nil {
+					return err
+				}
+				defer ui.Close()
 			}
 			<-ctx.Done()
 			fmt.Fprintln(os.Stderr, "mosemu: shutting down")
@@ -93,6 +106,7 @@ The console log is mirrored to stderr unless --quiet.`,
 	f.StringArrayVar(&wifiAPs, "wifi-ap", nil, "an access point the device's Wi-Fi sees, SSID[:PASSWORD[:RSSI]] (repeatable)")
 	f.StringVar(&wifiAPsFile, "wifi-aps", "", `JSON file of access points: [{"ssid":"Lab","pass":"secret123","rssi":-60,"channel":6,"net":"10.0.0.0/24"}]`)
 	f.StringArrayVar(&wires, "wire", nil, "wire a part to the board's GPIOs, kept in the state: atecc608a:sda=12,scl=14,addr=0x60 or atecc608a:none (default: ESP8266 SDA 12/SCL 14, ESP32 SDA 32/SCL 33, at 0x60)")
+	lo.flags(f)
 	return c
 }
 
@@ -125,8 +139,12 @@ func announceWhenUp(ctx context.Context, d *emu.Device, start time.Time) {
 
 func printWhere(d *emu.Device, took time.Duration) {
 	id := d.Identity()
-	fmt.Printf("mosemu: %s device up in %v (state %s)\n", id.Arch, took.Round(time.Millisecond), d.StateDir())
-	if a := d.HTTPAddr(); a != "" {
+	state := "up"
+	if d.BootError() != nil {
+		state = "halted (firmware not running)"
+	}
+	fmt.Printf("mosemu: %s device %s in %v (state %s)\n", id.Arch, state, took.Round(time.Millisecond), d.StateDir())
+	if a := d.HTTPAddr(); a != "" && d.HTTPServing() {
 		ws, web, k := "ws", "http", ""
 		if d.HTTPTLS() {
 			ws, web, k = "wss", "https", "-k "
