@@ -39,8 +39,19 @@ func isSyncRequest(f []byte) bool {
 		bytes.HasPrefix(f[8:], []byte{0x07, 0x07, 0x12, 0x20})
 }
 
-// serialInput is the chip's UART0 receiver (the port's only consumer).
+// serialInput is the chip's UART0 receiver (the port's only consumer). It
+// runs under the device's supervisor: a panic is this device's crash.
 func (d *Device) serialInput(b []byte) {
+	var sink func([]byte)
+	d.protect("UART0 RX", func() { sink = d.routeInput(b) })
+	if sink != nil {
+		sink(b) // the firmware's channel, supervised on its own
+	}
+}
+
+// routeInput finds a SYNC, feeds the ROM loader in download mode, and
+// otherwise returns the firmware's consumer for b (nil: nobody listens).
+func (d *Device) routeInput(b []byte) func([]byte) {
 	// Find a SYNC frame: whole frames only, so that a READ_FLASH ack or a
 	// data frame starting with 00 08 is never taken for one.
 	syncEnd := -1
@@ -54,31 +65,23 @@ func (d *Device) serialInput(b []byte) {
 	d.lineMu.Unlock()
 
 	d.mu.Lock()
-	if d.closed {
-		d.mu.Unlock()
-		return
-	}
-	if d.loader != nil { // download mode
+	defer d.mu.Unlock()
+	switch {
+	case d.closed:
+	case d.loader != nil: // download mode
 		if syncEnd >= 0 && d.loader.StubRunning() {
 			// The host resets a chip running a flasher stub: back to the ROM.
 			d.romResetLocked(resetPowerOn)
 			b = append(romloader.Encode(syncFrame), b[syncEnd+1:]...)
 		}
 		d.feedLoaderLocked(b)
-		d.mu.Unlock()
-		return
+	case syncEnd < 0:
+		return d.uartSink
+	default:
+		d.enterDownloadLocked()
+		d.feedLoaderLocked(append(romloader.Encode(syncFrame), b[syncEnd+1:]...))
 	}
-	if syncEnd < 0 {
-		sink := d.uartSink
-		d.mu.Unlock()
-		if sink != nil {
-			sink(b)
-		}
-		return
-	}
-	d.enterDownloadLocked()
-	d.feedLoaderLocked(append(romloader.Encode(syncFrame), b[syncEnd+1:]...))
-	d.mu.Unlock()
+	return nil
 }
 
 // enterDownloadLocked resets the chip with GPIO0 low: whatever ran stops and
