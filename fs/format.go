@@ -13,12 +13,13 @@ import (
 // On-disk constants of the littlefs v2 format (littlefs SPEC.md).
 const (
 	BlockSize   = 4096
-	progSize    = 16 // commits are padded to this; one 16-byte unit is programmed once
+	progSize    = 128 // read = prog size of the root fs ({"bs":4096,"is":128}): commits are padded to it
 	diskVersion = 0x00020000
 	nameMax     = 255
 	fileMax     = 0x7FFFFFFF
 	attrMax     = 1022
-	inlineMax   = 512 // files up to this size live in their directory's metadata
+	inlineMax   = 128 // files up to min(cache 128, block/8, 0x3fe) bytes live in their directory's metadata
+	blockCycles = 512 // mgos_vfs_lfs.c: erase cycles before a pair is moved
 	null        = 0xFFFFFFFF
 	magic       = "littlefs"
 
