@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -111,12 +112,17 @@ func TestReferenceReadsOurImages(t *testing.T) {
 					if len(out) == 0 {
 						want = nil
 					}
+					// littlefs v2.1.4 lists the entry after a pending move's
+					// source twice (lfs_dir_read shifts ids past the hidden
+					// one); v2.4 does not. Names are unique, so adjacent
+					// duplicates are that artefact.
+					want = slices.Compact(want)
 					f, err := Mount(dev)
 					if err != nil {
 						t.Fatalf("%s: mount: %v", stage, err)
 					}
 					if got := treeLines(t, f); strings.Join(got, "\n") != strings.Join(want, "\n") {
-						t.Fatalf("%s: listings differ:\n%s", stage, diffLines(want, got))
+						t.Fatalf("%s: listings differ:\n%s\nref:\n%s\nmosemu:\n%s", stage, diffLines(want, got), strings.Join(want, "\n"), strings.Join(got, "\n"))
 					}
 					t.Logf("%s: %d entries identical", stage, len(want))
 				}
