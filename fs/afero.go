@@ -2,6 +2,7 @@ package fs
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path"
@@ -54,7 +55,11 @@ func (f *FS) OpenFile(name string, flag int, _ os.FileMode) (afero.File, error) 
 			if flag&(os.O_WRONLY|os.O_RDWR) != 0 {
 				return nil, pathErr("open", name, syscall.EISDIR)
 			}
-			return &File{fs: f, name: clean(name), dir: f.dirAt(e.child)}, nil
+			d := f.dirAt(e.child)
+			if d == nil {
+				return nil, pathErr("open", name, fmt.Errorf("%w: directory points to a missing pair", ErrCorrupt))
+			}
+			return &File{fs: f, name: clean(name), dir: d}, nil
 		}
 	case errors.Is(err, os.ErrNotExist) && flag&os.O_CREATE != 0:
 		if err := f.writable(); err != nil {

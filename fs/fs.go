@@ -180,6 +180,21 @@ func (f *FS) load() error {
 		}
 		f.gwant = f.gwant.withMove(0, [2]uint32{}, false)
 	}
+	// Each directory pair is the child of one entry at most, never the
+	// root: otherwise walking the tree would never end.
+	children := map[[2]uint32]bool{}
+	for _, m := range f.chain {
+		for _, e := range m.entries {
+			if e.typ != typeDir {
+				continue
+			}
+			c := sortedPair(e.child)
+			if children[c] || c == sortedPair(f.root.blocks) || c == [2]uint32{0, 1} {
+				return fmt.Errorf("%w: directory %q makes a cycle", ErrCorrupt, e.name)
+			}
+			children[c] = true
+		}
+	}
 	for _, m := range f.chain {
 		for _, e := range m.entries {
 			if e.typ == typeReg && e.ctz && e.size > 0 {

@@ -264,19 +264,34 @@ func TestPowerLoss(t *testing.T) {
 	}
 }
 
+// FuzzMount feeds arbitrary flash contents to Mount: a corrupt image is an
+// error (ErrCorrupt), never a panic; whatever mounts can be read and written
+// without a panic either.
 func FuzzMount(f *testing.F) {
-	dev := flash.NewMemory(0x8000)
+	const size = 8 * BlockSize
+	dev := flash.NewMemory(size)
 	Format(dev)
 	fsys, _ := Mount(dev)
+	fsys.Mkdir("/d", 0)
 	afero.WriteFile(fsys, "/a", []byte("hello"), 0)
-	img := make([]byte, 0x8000)
+	afero.WriteFile(fsys, "/d/big", bytes.Repeat([]byte("big"), 2000), 0)
+	fsys.Rename("/a", "/d/a")
+	img := make([]byte, size)
 	dev.ReadAt(img, 0)
+	f.Add(img)
 	f.Add(img[:2*BlockSize])
+	for _, name := range []string{"renames-then-rewrites", "moved-into-b", "expanded"} {
+		ref := readImage(f, name)
+		f.Add(ref[:size])
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		d := flash.NewMemory(0x8000)
-		d.WriteAt(b[:min(len(b), 0x8000)], 0)
+		d := flash.NewMemory(size)
+		d.WriteAt(b[:min(len(b), size)], 0)
 		fsys, err := Mount(d)
 		if err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("mount error %v is not ErrCorrupt", err)
+			}
 			return
 		}
 		afero.Walk(fsys, "/", func(p string, info os.FileInfo, err error) error {
@@ -288,6 +303,14 @@ func FuzzMount(f *testing.F) {
 			}
 			return nil
 		})
+		fsys.Mkdir("/new", 0)
+		afero.WriteFile(fsys, "/new/f", bytes.Repeat([]byte("x"), 5000), 0)
+		fsys.Rename("/new/f", "/g")
+		fsys.Remove("/g")
+		fsys.RemoveAll("/d")
+		if _, err := Mount(d); err != nil && !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("remount error %v is not ErrCorrupt", err)
+		}
 	})
 }
 
