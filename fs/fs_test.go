@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/mosemu/mosemu/emu/flash"
@@ -328,5 +329,130 @@ func BenchmarkAppend512(b *testing.B) {
 		}
 		fl.Write(chunk)
 		fl.Close()
+	}
+}
+
+// TestDirectorySplits fills one directory with 200 files with 60-character
+// names: littlefs splits the directory over a chain of metadata pairs
+// instead of refusing after about 50.
+func TestDirectorySplits(t *testing.T) {
+	f, dev := newFS(t)
+	f.Mkdir("/many", 0)
+	name := func(i int) string { return fmt.Sprintf("/many/%03d-%s", i, strings.Repeat("x", 56)) }
+	for i := 0; i < 200; i++ {
+		if err := afero.WriteFile(f, name(i), []byte(name(i)), 0); err != nil {
+			t.Fatalf("file %d: %v", i, err)
+		}
+	}
+	f2, err := Mount(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := f2.dirAt(f2.rootDir().pairs[0].entries[1].child)
+	if len(d.pairs) < 4 {
+		t.Fatalf("/many spans %d pairs", len(d.pairs))
+	}
+	names, _ := afero.ReadDir(f2, "/many")
+	if len(names) != 200 {
+		t.Fatalf("%d entries", len(names))
+	}
+	for i := 0; i < 200; i += 3 {
+		if err := f2.Remove(name(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 200; i++ {
+		b, err := afero.ReadFile(f2, name(i))
+		if (i%3 == 0) != errors.Is(err, os.ErrNotExist) || (err == nil && string(b) != name(i)) {
+			t.Fatalf("file %d: %q, %v", i, b, err)
+		}
+	}
+	// Renaming into a split directory is a no-space error at worst, never
+	// a metadata-does-not-fit one.
+	if err := f2.Rename(name(1), "/moved"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSuperblockExpansion rewrites a root file until the root pair's
+// revision reaches the wear-levelling period: {0,1} then keeps only a hard
+// tail, and new root entries (conf9.json sorts before "littlefs") go to
+// the superblock's new pair, where littlefs looks for them.
+func TestSuperblockExpansion(t *testing.T) {
+	f, dev := newFS(t)
+	for i := 0; i < blockCycles+10; i++ {
+		if err := afero.WriteFile(f, "/counter", []byte(fmt.Sprint(i)), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := afero.WriteFile(f, "/conf9.json", []byte(`{}`), 0); err != nil {
+		t.Fatal(err)
+	}
+	f2, err := Mount(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first := f2.chain[0]; len(first.entries) != 0 || !first.hard || f2.root == first {
+		t.Fatalf("pair {0,1}: %d entries, hard tail %v", len(first.entries), first.hard)
+	}
+	if b, err := afero.ReadFile(f2, "/conf9.json"); err != nil || string(b) != "{}" {
+		t.Fatalf("conf9.json: %q, %v", b, err)
+	}
+}
+
+// flakyDev fails its nth erase or program (counting from 0), cleanly:
+// nothing is written, later operations work.
+type flakyDev struct {
+	flash.Device
+	n int
+}
+
+var errFlaky = errors.New("flash error")
+
+func (d *flakyDev) WriteAt(p []byte, off int64) (int, error) {
+	d.n--
+	if d.n == -1 {
+		return 0, errFlaky
+	}
+	return d.Device.WriteAt(p, off)
+}
+
+func (d *flakyDev) Erase(off, n int64) error {
+	d.n--
+	if d.n == -1 {
+		return errFlaky
+	}
+	return d.Device.Erase(off, n)
+}
+
+// TestFlashErrorsReported: a failing erase or program during mkdir is an
+// error, never a directory that seems made, and the filesystem stays
+// usable.
+func TestFlashErrorsReported(t *testing.T) {
+	for n := 0; n < 4; n++ { // mkdir is 4 operations: erase+program of the new pair, of the parent
+		base := flash.NewMemory(16 * BlockSize)
+		Format(base)
+		f, err := Mount(&flakyDev{Device: base, n: n})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = f.Mkdir("/d", 0)
+		if !errors.Is(err, errFlaky) {
+			t.Fatalf("flash op %d fails: mkdir says %v", n, err)
+		}
+		_, serr := f.Stat("/d")
+		if (err == nil) != (serr == nil) {
+			t.Fatalf("op %d: mkdir %v, stat %v", n, err, serr)
+		}
+		if err := f.Mkdir("/e", 0); err != nil {
+			t.Fatalf("op %d: next mkdir: %v", n, err)
+		}
+		f2, _ := Mount(base)
+		if _, serr := f2.Stat("/d"); (err == nil) != (serr == nil) {
+			t.Fatalf("op %d: on flash: %v", n, serr)
+		}
+		if _, err := f2.Stat("/e"); err != nil {
+			t.Fatalf("op %d: /e: %v", n, err)
+		}
 	}
 }
