@@ -1,10 +1,16 @@
 package emu
 
 import (
+	"compress/gzip"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -69,5 +75,60 @@ func TestFSMkdirRmdir(t *testing.T) {
 		if n == "www" {
 			t.Fatalf("/www survived FS.Rmdir: %v", names)
 		}
+	}
+}
+
+// TestBundleFSImageMounts flashes an fs image made with mklfs's littlefs
+// geometry (as `mos build` does for a bundle: prog 64, cache 256) into the
+// ESP32 fs partition, boots, and reads every file over RPC as listed by
+// the reference littlefs (fs/testdata/ref/mklfs.tree).
+func TestBundleFSImageMounts(t *testing.T) {
+	zf, err := os.Open("../fs/testdata/ref/mklfs.img.gz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zf.Close()
+	zr, err := gzip.NewReader(zf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree, err := os.ReadFile("../fs/testdata/ref/mklfs.tree")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	d := startDevice(t, dir, false)
+	const fsOffset = 0x190000 // fs_0 of the default ESP32 layout
+	if err := d.Flash().Erase(fsOffset, int64(len(img))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Flash().WriteAt(img, fsOffset); err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	d2 := startDevice(t, dir, false)
+	c := dial(t, "http://"+d2.HTTPAddr()+"/rpc")
+	files := 0
+	for _, line := range strings.Split(strings.TrimSpace(string(tree)), "\n") {
+		f := strings.Fields(line)
+		if f[0] != "f" {
+			continue
+		}
+		var r struct{ Data string }
+		json.Unmarshal(call(t, c, "FS.Get", map[string]any{"filename": f[1]}), &r)
+		b, _ := base64.StdEncoding.DecodeString(r.Data)
+		h := fnv.New64a()
+		h.Write(b)
+		if got := fmt.Sprintf("%d %016x", len(b), h.Sum64()); got != f[2]+" "+f[3] {
+			t.Fatalf("%s: %s, want %s %s", f[1], got, f[2], f[3])
+		}
+		files++
+	}
+	if files == 0 {
+		t.Fatal("no files in the tree")
 	}
 }

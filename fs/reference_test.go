@@ -379,3 +379,31 @@ func TestRmdirKeepsMoveState(t *testing.T) {
 		}
 	}
 }
+
+// TestFormatIsBitIdentical compares Format with lfs_format of the
+// reference (v2.1.4 and v2.4 write the same 256 KiB image): the same two
+// compactions of the superblock pair, byte for byte.
+func TestFormatIsBitIdentical(t *testing.T) {
+	want := readImage(t, "format-64")
+	dev := flash.NewMemory(int64(len(want)))
+	if err := Format(dev); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(want))
+	dev.ReadAt(got, 0)
+	if i := firstDiff(got, want); i >= 0 {
+		t.Fatalf("image differs from lfs_format's at byte %#x: %#02x, want %#02x", i, got[i], want[i])
+	}
+}
+
+func firstDiff(a, b []byte) int {
+	for i := range a {
+		if i >= len(b) || a[i] != b[i] {
+			return i
+		}
+	}
+	if len(b) > len(a) {
+		return len(a)
+	}
+	return -1
+}
