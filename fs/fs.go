@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -170,6 +171,47 @@ func (f *FS) load() error {
 	}
 	f.gwant = f.gdisk
 	f.orphans = f.gdisk.hasOrphans()
+	// A directory pair relocated (wear levelling) by littlefs, with a power
+	// cut before its predecessor's tail followed: the parent points at the
+	// new pair, the list at the old one. Read the new one in its place; the
+	// first change re-links it (deorphan).
+	for _, m := range slices.Clone(f.chain) {
+		for _, e := range m.entries {
+			if e.typ != typeDir {
+				continue
+			}
+			i := -1
+			for k, c := range f.chain {
+				if sortedPair(c.blocks) == sortedPair(e.child) {
+					i = -1
+					break
+				}
+				if overlap(c.blocks, e.child) && i < 0 {
+					i = k
+				}
+			}
+			if i < 0 {
+				continue
+			}
+			n, err := f.fetchPair(e.child[0], e.child[1])
+			if err != nil {
+				return err
+			}
+			if f.root == f.chain[i] {
+				f.root = n
+			}
+			// The global state is what the list walk found (as littlefs's
+			// mount sums it); n carries the old pair's share from now on.
+			n.gstate = f.chain[i].gstate
+			f.chain[i] = n
+			f.used[e.child[0]], f.used[e.child[1]] = true, true
+			f.orphans = true
+		}
+	}
+	f.gwant = f.gdisk
+	if f.gdisk.hasOrphans() {
+		f.orphans = true
+	}
 	if f.gdisk.hasMove() {
 		// The move's source entry is gone as soon as its destination
 		// committed: hide it now, delete it for good on the first change.
@@ -285,8 +327,8 @@ func (f *FS) deorphan() error {
 			i--
 			continue
 		}
-		if child := pm.entries[id].child; sortedPair(child) != sortedPair(m.blocks) {
-			// Half-orphan: the parent knows a relocated copy.
+		if child := pm.entries[id].child; sortedPair(pred.tail) != sortedPair(child) {
+			// Half-orphan: the parent knows a relocated copy (see load).
 			pred.tail = child
 			if err := f.commit(pred); err != nil {
 				return err
@@ -302,7 +344,7 @@ func (f *FS) deorphan() error {
 func (f *FS) parentOf(m *mdir) (*mdir, int) {
 	for _, p := range f.chain {
 		for id, e := range p.entries {
-			if e.typ == typeDir && (sortedPair(e.child) == sortedPair(m.blocks)) {
+			if e.typ == typeDir && overlap(e.child, m.blocks) {
 				return p, id
 			}
 		}
@@ -317,9 +359,21 @@ func sortedPair(p [2]uint32) [2]uint32 {
 	return p
 }
 
+// overlap reports whether two pairs share a block: littlefs's notion of
+// the same pair (lfs_pair_cmp), which survives relocating one block.
+func overlap(a, b [2]uint32) bool {
+	return a[0] == b[0] || a[0] == b[1] || a[1] == b[0] || a[1] == b[1]
+}
+
+// pairAt returns the listed pair p is, or shares a block with.
 func (f *FS) pairAt(p [2]uint32) *mdir {
 	for _, m := range f.chain {
 		if sortedPair(m.blocks) == sortedPair(p) {
+			return m
+		}
+	}
+	for _, m := range f.chain {
+		if overlap(m.blocks, p) {
 			return m
 		}
 	}

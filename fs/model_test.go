@@ -533,3 +533,62 @@ func TestCrossDirRenameCut(t *testing.T) {
 		t.Fatalf("/b/y: %d bytes, %v", len(got), err)
 	}
 }
+
+// TestRelocatedPairCut builds the state littlefs leaves when it relocates a
+// directory pair (wear levelling: one block replaced) and power is cut
+// before the predecessor's tail follows: the parent points at the new pair,
+// the metadata list at the old one, the orphan flag is set. The new pair's
+// contents are what count; the first change re-links it.
+func TestRelocatedPairCut(t *testing.T) {
+	dev := flash.NewMemory(32 * BlockSize)
+	Format(dev)
+	f, _ := Mount(dev)
+	f.Mkdir("/a", 0)
+	afero.WriteFile(f, "/a/old", []byte("old"), 0)
+	a := f.pairAt(f.root.entries[1].child)
+	// Relocate: compact /a, with a new entry, into a fresh block in place
+	// of its older one.
+	nb, err := f.alloc()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.blocks[1] = nb
+	a.entries = append(a.entries, &entry{name: "new", typ: typeReg, inline: []byte("relocated")})
+	if err := f.commit(a); err != nil {
+		t.Fatal(err)
+	}
+	// The parent learns the new pair (with the orphan flag); the list does not.
+	f.gwant = f.gwant.withOrphans(true)
+	f.root.entries[1].child = a.blocks
+	if err := f.commit(f.root); err != nil {
+		t.Fatal(err)
+	}
+	f2, err := Mount(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"d /a", fileLine("/a/new", []byte("relocated")), fileLine("/a/old", []byte("old"))}
+	sort.Strings(want)
+	if got := fsLines(t, f2); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("half-orphan read:\n%s", diffLines(want, got))
+	}
+	if err := f2.Mkdir("/b", 0); err != nil { // deorphan re-links /a's new pair
+		t.Fatal(err)
+	}
+	f3, err := Mount(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	linked := false
+	for _, m := range f3.chain { // the list walk itself now reaches the new pair
+		linked = linked || sortedPair(m.blocks) == sortedPair(a.blocks)
+	}
+	if !linked || f3.orphans || f3.gdisk.hasOrphans() {
+		t.Fatalf("new pair %v in the list: %v; gstate %x", a.blocks, linked, f3.gdisk)
+	}
+	want = append(want, "d /b")
+	sort.Strings(want)
+	if got := fsLines(t, f3); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("after the fix:\n%s", diffLines(want, got))
+	}
+}
