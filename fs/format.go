@@ -2,6 +2,11 @@
 // 2.0, block size 4096) living in the flash "fs" partition, exposed as an
 // afero.Fs. Every byte goes through the emulated flash, so a raw flash dump
 // shows the files (or their ciphertext when flash encryption is on).
+//
+// The format is that of the firmware's littlefs (v2.1.4 / v2.4 as vendored
+// by mongoose-os-libs/vfs-fs-lfs) with the geometry mgos_vfs_lfs.c gives the
+// ESP32 root fs; images either side writes read the same on the other (see
+// reference_test.go and reverse_test.go for how that is checked).
 package fs
 
 import (

@@ -38,7 +38,7 @@ import (
 //	mix2             2    3000   64     mixed: 398 creates, 183 renames, 135 dir renames, 96 rmdirs
 //	mix3             3    3000   64     mixed: 307 creates, 196 renames, 112 dir renames, 104 rmdirs
 //	expanded         4    20000  64     17018 rewrites of 4 root files: superblock expansion
-//	split            5    1500   64     mixed, then /many: 60 files with 66-char names (8 removed)
+//	split            5    1500   64     mixed, then /many: 60 files with 60-character names (9 removed)
 //	full             6    1500   32     no removal preference: 431 ops refused with LFS_ERR_NOSPC
 //	mklfs            7    400    64     mklfs's geometry (prog 64, cache 256, lookahead 1024): a bundle image
 //
