@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path"
-	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -41,7 +40,8 @@ type FS struct {
 	used       []bool  // block in use by the committed state or an open write
 	cursor     uint32  // allocation cursor
 	mounted    bool
-	broken     error // set when the in-memory state could not be reloaded
+	broken     error  // set when the in-memory state could not be reloaded
+	cycles     uint32 // block_cycles: compactions of a pair before it moves
 }
 
 // gstate is littlefs's global state: a tag (move type and id, orphan bit)
@@ -96,7 +96,7 @@ func Format(dev flash.Device) error {
 	if n < 2 {
 		return fmt.Errorf("littlefs: device of %d bytes is too small", dev.Size())
 	}
-	f := &FS{dev: dev, blockCount: uint32(n), used: make([]bool, n)}
+	f := &FS{dev: dev, blockCount: uint32(n), used: make([]bool, n), cycles: blockCycles}
 	f.used[0], f.used[1] = true, true
 	sb := make([]byte, 24)
 	for i, v := range []uint32{diskVersion, BlockSize, uint32(n), nameMax, fileMax, attrMax} {
@@ -126,7 +126,7 @@ func Format(dev flash.Device) error {
 // orphan left by a power cut is hidden and repaired by the first change, as
 // littlefs does.
 func Mount(dev flash.Device) (*FS, error) {
-	f := &FS{dev: dev, blockCount: uint32(dev.Size() / BlockSize)}
+	f := &FS{dev: dev, blockCount: uint32(dev.Size() / BlockSize), cycles: blockCycles}
 	if err := f.load(); err != nil {
 		return nil, err
 	}
@@ -175,42 +175,33 @@ func (f *FS) load() error {
 	// cut before its predecessor's tail followed: the parent points at the
 	// new pair, the list at the old one. Read the new one in its place; the
 	// first change re-links it (deorphan).
-	for _, m := range slices.Clone(f.chain) {
-		for _, e := range m.entries {
-			if e.typ != typeDir {
-				continue
-			}
-			i := -1
-			for k, c := range f.chain {
-				if sortedPair(c.blocks) == sortedPair(e.child) {
-					i = -1
-					break
-				}
-				if overlap(c.blocks, e.child) && i < 0 {
-					i = k
-				}
-			}
-			if i < 0 {
-				continue
-			}
-			n, err := f.fetchPair(e.child[0], e.child[1])
-			if err != nil {
-				return err
-			}
-			if f.root == f.chain[i] {
-				f.root = n
-			}
-			// The global state is what the list walk found (as littlefs's
-			// mount sums it); n carries the old pair's share from now on.
-			n.gstate = f.chain[i].gstate
-			f.chain[i] = n
-			f.used[e.child[0]], f.used[e.child[1]] = true, true
-			f.orphans = true
+	for pass := 0; pass <= len(f.chain); pass++ { // relocations may nest
+		i, child := f.relocatedChild()
+		if i < 0 {
+			break
 		}
+		n, err := f.fetchPair(child[0], child[1])
+		if err != nil {
+			return err
+		}
+		if f.root == f.chain[i] {
+			f.root = n
+		}
+		// Count n's share of the global state, not the old pair's: the
+		// parent's commit already took the old share over. (littlefs's
+		// own mount sums the old one here and is off by it until the
+		// re-link.)
+		f.gdisk = f.gdisk.xor(f.chain[i].gstate).xor(n.gstate)
+		f.chain[i] = n
+		f.used[child[0]], f.used[child[1]] = true, true
+		f.orphans = true
 	}
 	f.gwant = f.gdisk
 	if f.gdisk.hasOrphans() {
 		f.orphans = true
+	}
+	if f.orphans {
+		f.gwant = f.gwant.withOrphans(true)
 	}
 	if f.gdisk.hasMove() {
 		// The move's source entry is gone as soon as its destination
@@ -251,6 +242,33 @@ func (f *FS) load() error {
 		}
 	}
 	return nil
+}
+
+// relocatedChild finds a directory entry whose pair is not listed but
+// shares a block with a listed one: the index of that one, and the pair.
+func (f *FS) relocatedChild() (int, [2]uint32) {
+	for _, m := range f.chain {
+		for _, e := range m.entries {
+			if e.typ != typeDir || f.exactPair(e.child) {
+				continue
+			}
+			for k, c := range f.chain {
+				if overlap(c.blocks, e.child) {
+					return k, e.child
+				}
+			}
+		}
+	}
+	return -1, [2]uint32{}
+}
+
+func (f *FS) exactPair(p [2]uint32) bool {
+	for _, m := range f.chain {
+		if sortedPair(m.blocks) == sortedPair(p) {
+			return true
+		}
+	}
+	return false
 }
 
 // checkSuperblock accepts what littlefs v2.1-v2.4 (disk version 2.0) accepts.

@@ -302,8 +302,9 @@ func (f *FS) commit(m *mdir) error {
 		}
 	}
 	next := m.rev + 1
-	if blockCycles > 0 && next%(blockCycles+1) == 0 && sortedPair(m.blocks) == [2]uint32{0, 1} &&
-		f.usedBlocks() < int(f.blockCount/2) {
+	worn := f.cycles > 0 && next%(f.cycles+1) == 0
+	relocate := worn && f.chainIndex(m) > 0
+	if worn && sortedPair(m.blocks) == [2]uint32{0, 1} && f.usedBlocks() < int(f.blockCount/2) {
 		// Superblock expansion: everything moves to a new pair; {0,1}
 		// keeps only a hard tail to it.
 		t, err := f.newPair()
@@ -319,10 +320,60 @@ func (f *FS) commit(m *mdir) error {
 			return err
 		}
 	}
+	if relocate {
+		// Wear levelling: the older block is replaced by a fresh one, then
+		// the parent and the predecessor are pointed at the new pair. As in
+		// littlefs, the relocated block holds no global state: m's share
+		// and the pending change go to the next commit (the parent's).
+		nb, err := f.alloc()
+		switch {
+		case err == nil:
+			f.gdisk = f.gdisk.xor(m.gstate)
+			m.gstate = gstate{}
+			m.rev = next
+			old := m.blocks
+			m.blocks[1] = nb
+			if err := f.writePair(m); err != nil {
+				return err
+			}
+			return f.relink(m, old)
+		case !errors.Is(err, ErrNoSpace):
+			return err
+		}
+	}
 	m.gstate = m.gstate.xor(f.gdisk.xor(f.gwant))
 	f.gdisk = f.gwant
 	m.rev = next
 	return f.writePair(m)
+}
+
+// relink points the parent entry and the list predecessor of m, which was
+// relocated from old, at m's blocks (lfs_fs_relocate): the parent first,
+// under the orphan flag, then the predecessor's tail.
+func (f *FS) relink(m *mdir, old [2]uint32) error {
+	for _, p := range f.chain {
+		for _, e := range p.entries {
+			if e.typ == typeDir && sortedPair(e.child) == sortedPair(old) {
+				f.gwant = f.gwant.withOrphans(true)
+				e.child = m.blocks
+				if err := f.commit(p); err != nil {
+					return err
+				}
+				f.gwant = f.gwant.withOrphans(false)
+			}
+		}
+	}
+	if i := f.chainIndex(m); i > 0 {
+		pred := f.chain[i-1]
+		pred.tail = m.blocks
+		if err := f.commit(pred); err != nil {
+			return err
+		}
+	}
+	if !contains(m.blocks[:], old[1]) {
+		f.used[old[1]] = false
+	}
+	return nil
 }
 
 // splitInto moves m's entries from index at on into the new pair t, which

@@ -151,7 +151,16 @@ func (m memModel) lines() []string {
 
 // opStream turns bytes (a fuzz input, or random bytes) into choices.
 type opStream struct {
-	b []byte
+	b      []byte
+	cycles uint32 // if set, the block_cycles of every mount (wear levelling sooner)
+}
+
+func (s *opStream) mount(dev flash.Device) (*FS, error) {
+	f, err := Mount(dev)
+	if err == nil && s.cycles > 0 {
+		f.cycles = s.cycles
+	}
+	return f, err
 }
 
 func (s *opStream) n(k int) int {
@@ -298,7 +307,7 @@ func runDifferential(t testing.TB, dev flash.Device, s *opStream, maxOps int) me
 	if err := Format(dev); err != nil {
 		t.Fatal(err)
 	}
-	f, err := Mount(dev)
+	f, err := s.mount(dev)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -337,7 +346,7 @@ func runDifferential(t testing.TB, dev flash.Device, s *opStream, maxOps int) me
 			t.Fatalf("op %d %s: trees differ:\n%s", k, st.desc, diffLines(want, got))
 		}
 		if k%16 == 15 {
-			if f, err = Mount(dev); err != nil {
+			if f, err = s.mount(dev); err != nil {
 				t.Fatalf("op %d: remount: %v", k, err)
 			}
 			if got, want := fsLines(t, f), m.lines(); strings.Join(got, "\n") != strings.Join(want, "\n") {
@@ -363,11 +372,12 @@ func randomOps(seed uint64, n int) []byte {
 func TestDifferentialRandomHistories(t *testing.T) {
 	for seed := uint64(1); seed <= 5; seed++ {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
-			runDifferential(t, flash.NewMemory(64*BlockSize), &opStream{randomOps(seed, 4000)}, 400)
+			// Odd seeds with block_cycles 4: relocations and expansion.
+			runDifferential(t, flash.NewMemory(64*BlockSize), &opStream{b: randomOps(seed, 4000), cycles: uint32(seed%2) * 4}, 400)
 		})
 	}
 	t.Run("full-disk", func(t *testing.T) {
-		runDifferential(t, flash.NewMemory(16*BlockSize), &opStream{randomOps(99, 4000)}, 400)
+		runDifferential(t, flash.NewMemory(16*BlockSize), &opStream{b: randomOps(99, 4000)}, 400)
 	})
 }
 
@@ -383,12 +393,16 @@ func TestDifferentialKillPoints(t *testing.T) {
 	for _, seed := range seeds {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			ops := randomOps(seed, 1000)
+			cycles := uint32(0)
+			if seed%2 == 0 {
+				cycles = 3 // relocations and superblock expansion within the history
+			}
 			// Count the flash operations of the whole history.
 			counter := &failingDev{Device: flash.NewMemory(48 * BlockSize), budget: 1 << 30}
-			runDifferential(t, counter, &opStream{ops}, killOps)
+			runDifferential(t, counter, &opStream{b: ops, cycles: cycles}, killOps)
 			total := 1<<30 - counter.budget
 			for cut := 1; cut < total; cut++ {
-				killAt(t, ops, cut)
+				killAt(t, ops, cycles, cut)
 			}
 			t.Logf("seed %d: %d kill points", seed, total)
 		})
@@ -398,18 +412,18 @@ func TestDifferentialKillPoints(t *testing.T) {
 // killOps is the length of the histories cut at every flash operation.
 const killOps = 100
 
-func killAt(t *testing.T, ops []byte, cut int) {
+func killAt(t *testing.T, ops []byte, cycles uint32, cut int) {
 	t.Helper()
 	base := flash.NewMemory(48 * BlockSize)
 	dev := &failingDev{Device: base, budget: cut}
 	if err := Format(dev); err != nil {
 		return // cut during format: nothing to check
 	}
-	f, err := Mount(dev)
+	s := &opStream{b: ops, cycles: cycles}
+	f, err := s.mount(dev)
 	if err != nil {
 		t.Fatalf("cut %d: mount: %v", cut, err)
 	}
-	s := &opStream{ops}
 	m := newMemModel()
 	var before memModel
 	var desc string
@@ -429,7 +443,7 @@ func killAt(t *testing.T, ops []byte, cut int) {
 		}
 		before = nil
 	}
-	f2, err := Mount(base)
+	f2, err := s.mount(base)
 	if err != nil {
 		t.Fatalf("cut %d (during %s): mount after the cut: %v", cut, desc, err)
 	}
@@ -451,7 +465,7 @@ func killAt(t *testing.T, ops []byte, cut int) {
 	if err := afero.WriteFile(f2, "/after-cut", bytes.Repeat([]byte("x"), 5000), 0); err != nil {
 		t.Fatalf("cut %d: write after the cut: %v", cut, err)
 	}
-	f3, err := Mount(base)
+	f3, err := s.mount(base)
 	if err != nil {
 		t.Fatalf("cut %d: remount: %v", cut, err)
 	}
@@ -469,7 +483,7 @@ func FuzzDifferential(f *testing.F) {
 	binary.LittleEndian.PutUint64(seed[:], 42)
 	f.Add(seed[:])
 	f.Fuzz(func(t *testing.T, ops []byte) {
-		runDifferential(t, flash.NewMemory(24*BlockSize), &opStream{ops}, 200)
+		runDifferential(t, flash.NewMemory(24*BlockSize), &opStream{b: ops, cycles: 5}, 200)
 	})
 }
 
