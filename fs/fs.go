@@ -139,63 +139,28 @@ func (f *FS) load() error {
 	if f.blockCount < 2 {
 		return fmt.Errorf("%w: device too small", ErrCorrupt)
 	}
-	f.chain, f.root, f.moveFix, f.orphans = nil, nil, nil, false
-	f.gdisk = gstate{}
-	f.used = make([]bool, f.blockCount)
-	seen := map[uint32]bool{}
-	for p := [2]uint32{0, 1}; ; {
-		if seen[p[0]] || seen[p[1]] || p[0] == p[1] {
-			return fmt.Errorf("%w: metadata list has a cycle at {%#x, %#x}", ErrCorrupt, p[0], p[1])
-		}
-		seen[p[0]], seen[p[1]] = true, true
-		m, err := f.fetchPair(p[0], p[1])
-		if err != nil {
-			return err
-		}
-		f.chain = append(f.chain, m)
-		f.used[p[0]], f.used[p[1]] = true, true
-		if len(m.entries) > 0 && m.entries[0].typ == typeSuperblock && m.entries[0].name == magic {
-			if err := checkSuperblock(m.entries[0].sbData); err != nil {
-				return err
-			}
-			f.root = m
-		}
-		f.gdisk = f.gdisk.xor(m.gstate)
-		if !m.hasTail() {
-			break
-		}
-		p = m.tail
-	}
-	if f.root == nil {
-		return fmt.Errorf("%w: no littlefs superblock", ErrCorrupt)
-	}
-	f.gwant = f.gdisk
-	f.orphans = f.gdisk.hasOrphans()
 	// A directory pair relocated (wear levelling) by littlefs, with a power
 	// cut before its predecessor's tail followed: the parent points at the
-	// new pair, the list at the old one. Read the new one in its place; the
-	// first change re-links it (deorphan).
-	for pass := 0; pass <= len(f.chain); pass++ { // relocations may nest
+	// new pair, the list at the old one. Walk the list through the new one
+	// (and its tail); the first change re-links it (deorphan). Its share of
+	// the global state counts, not the old pair's: the parent's commit took
+	// that over (littlefs's own mount sums the old one and is off by it
+	// until the re-link).
+	subst := map[[2]uint32][2]uint32{}
+	for pass := 0; ; pass++ {
+		if err := f.walk(subst); err != nil {
+			return err
+		}
 		i, child := f.relocatedChild()
 		if i < 0 {
 			break
 		}
-		n, err := f.fetchPair(child[0], child[1])
-		if err != nil {
-			return err
+		if pass > int(f.blockCount) {
+			return fmt.Errorf("%w: relocated pairs do not resolve", ErrCorrupt)
 		}
-		if f.root == f.chain[i] {
-			f.root = n
-		}
-		// Count n's share of the global state, not the old pair's: the
-		// parent's commit already took the old share over. (littlefs's
-		// own mount sums the old one here and is off by it until the
-		// re-link.)
-		f.gdisk = f.gdisk.xor(f.chain[i].gstate).xor(n.gstate)
-		f.chain[i] = n
-		f.used[child[0]], f.used[child[1]] = true, true
-		f.orphans = true
+		subst[sortedPair(f.chain[i].blocks)] = child
 	}
+	f.orphans = len(subst) > 0
 	f.gwant = f.gdisk
 	if f.gdisk.hasOrphans() {
 		f.orphans = true
@@ -240,6 +205,47 @@ func (f *FS) load() error {
 				}
 			}
 		}
+	}
+	return nil
+}
+
+// walk reads the threaded list of metadata pairs from {0,1}, reading
+// subst[p] in place of pair p.
+func (f *FS) walk(subst map[[2]uint32][2]uint32) error {
+	f.chain, f.root, f.moveFix = nil, nil, nil
+	f.gdisk = gstate{}
+	f.used = make([]bool, f.blockCount)
+	seen := map[uint32]bool{}
+	for p := [2]uint32{0, 1}; ; {
+		if n, ok := subst[sortedPair(p)]; ok {
+			// The old pair stays allocated until nothing points at it.
+			f.used[p[0]], f.used[p[1]] = true, true
+			p = n
+		}
+		if seen[p[0]] || seen[p[1]] || p[0] == p[1] {
+			return fmt.Errorf("%w: metadata list has a cycle at {%#x, %#x}", ErrCorrupt, p[0], p[1])
+		}
+		seen[p[0]], seen[p[1]] = true, true
+		m, err := f.fetchPair(p[0], p[1])
+		if err != nil {
+			return err
+		}
+		f.chain = append(f.chain, m)
+		f.used[p[0]], f.used[p[1]] = true, true
+		if len(m.entries) > 0 && m.entries[0].typ == typeSuperblock && m.entries[0].name == magic {
+			if err := checkSuperblock(m.entries[0].sbData); err != nil {
+				return err
+			}
+			f.root = m
+		}
+		f.gdisk = f.gdisk.xor(m.gstate)
+		if !m.hasTail() {
+			break
+		}
+		p = m.tail
+	}
+	if f.root == nil {
+		return fmt.Errorf("%w: no littlefs superblock", ErrCorrupt)
 	}
 	return nil
 }
@@ -330,32 +336,52 @@ func (f *FS) writable() error {
 }
 
 // deorphan drops directories that are in the metadata list but in no
-// parent, and re-links those whose parent points elsewhere (lfs_fs_deorphan).
+// parent, and re-links those whose parent points elsewhere (lfs_fs_deorphan),
+// until none is left.
 func (f *FS) deorphan() error {
+	for n := 0; n <= len(f.chain)+1; n++ {
+		fixed, err := f.deorphanOnce()
+		if err != nil || !fixed {
+			return err
+		}
+	}
+	return fmt.Errorf("%w: orphans do not resolve", ErrCorrupt)
+}
+
+// deorphanOnce makes one repair and reports whether it made one.
+func (f *FS) deorphanOnce() (bool, error) {
 	for i := 1; i < len(f.chain); i++ {
 		pred, m := f.chain[i-1], f.chain[i]
 		if pred.hard {
+			if sortedPair(pred.tail) != sortedPair(m.blocks) {
+				// A relocated continuation pair: re-link it.
+				pred.tail = m.blocks
+				if err := f.commit(pred); err != nil {
+					return false, err
+				}
+				f.reload()
+				return true, f.broken
+			}
 			continue
 		}
 		pm, id := f.parentOf(m)
 		if pm == nil {
 			if err := f.drop(pred, m); err != nil {
-				return err
+				return false, err
 			}
-			i--
-			continue
+			return true, nil
 		}
 		if child := pm.entries[id].child; sortedPair(pred.tail) != sortedPair(child) {
 			// Half-orphan: the parent knows a relocated copy (see load).
 			pred.tail = child
 			if err := f.commit(pred); err != nil {
-				return err
+				return false, err
 			}
 			f.reload()
-			return f.broken
+			return true, f.broken
 		}
 	}
-	return nil
+	return false, nil
 }
 
 // parentOf finds the directory entry pointing at pair m.
@@ -856,7 +882,7 @@ func (f *FS) newPair() (*mdir, error) {
 	}
 	r := le32(rev[:])
 	r += r & 1
-	return &mdir{blocks: [2]uint32{b, a}, rev: r, tail: [2]uint32{null, null}}, nil
+	return &mdir{blocks: [2]uint32{b, a}, rev: r, tail: [2]uint32{null, null}, fresh: true}, nil
 }
 
 // rename moves oldname to newname as lfs_rename does.

@@ -40,6 +40,7 @@ type mdir struct {
 	tail    [2]uint32
 	hard    bool   // tail is a hard tail (same directory)
 	gstate  gstate // this pair's share of the global state (its last MOVESTATE)
+	fresh   bool   // allocated, never written: not relocated on its first commit
 }
 
 func (m *mdir) hasTail() bool { return m.tail[0] != null || m.tail[1] != null }
@@ -303,7 +304,7 @@ func (f *FS) commit(m *mdir) error {
 	}
 	next := m.rev + 1
 	worn := f.cycles > 0 && next%(f.cycles+1) == 0
-	relocate := worn && f.chainIndex(m) > 0
+	relocate := worn && !m.fresh && f.chainIndex(m) > 0
 	if worn && sortedPair(m.blocks) == [2]uint32{0, 1} && f.usedBlocks() < int(f.blockCount/2) {
 		// Superblock expansion: everything moves to a new pair; {0,1}
 		// keeps only a hard tail to it.
@@ -407,5 +408,6 @@ func (f *FS) writePair(m *mdir) error {
 		return err
 	}
 	m.blocks = [2]uint32{other, m.blocks[0]}
+	m.fresh = false
 	return nil
 }
