@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -42,6 +43,7 @@ type FS struct {
 	mounted    bool
 	broken     error  // set when the in-memory state could not be reloaded
 	cycles     uint32 // block_cycles: compactions of a pair before it moves
+	moving     *entry // source entry of a rename whose move is pending in gwant
 }
 
 // gstate is littlefs's global state: a tag (move type and id, orphan bit)
@@ -212,7 +214,7 @@ func (f *FS) load() error {
 // walk reads the threaded list of metadata pairs from {0,1}, reading
 // subst[p] in place of pair p.
 func (f *FS) walk(subst map[[2]uint32][2]uint32) error {
-	f.chain, f.root, f.moveFix = nil, nil, nil
+	f.chain, f.root, f.moveFix, f.moving = nil, nil, nil, nil
 	f.gdisk = gstate{}
 	f.used = make([]bool, f.blockCount)
 	seen := map[uint32]bool{}
@@ -819,10 +821,27 @@ func (f *FS) drop(pred, m *mdir) error {
 // commitOrDrop commits m, or drops it from its directory when it has
 // become empty and is not the directory's first pair (lfs_dir_commit).
 func (f *FS) commitOrDrop(m *mdir) error {
+	f.dropMoving(m)
 	if i := f.chainIndex(m); len(m.entries) == 0 && i > 0 && f.chain[i-1].hard {
 		return f.drop(f.chain[i-1], m)
 	}
 	return f.commit(m)
+}
+
+// dropMoving deletes the source entry of a pending move from m, if m holds
+// it, and clears the move: both go to flash with m's next commit.
+func (f *FS) dropMoving(m *mdir) {
+	if f.moving == nil {
+		return
+	}
+	for i, e := range m.entries {
+		if e == f.moving {
+			m.entries = removeAt(m.entries, i)
+			f.moving = nil
+			f.gwant = f.gwant.withMove(0, [2]uint32{}, false)
+			return
+		}
+	}
 }
 
 // mkdir creates an empty directory as lfs_mkdir does: a new pair linked
@@ -947,8 +966,11 @@ func (f *FS) rename(oldname, newname string) error {
 		err = f.commit(sm)
 	default:
 		// Across pairs: the destination commit carries the move in the
-		// global state; the source commit deletes the entry and clears it.
+		// global state; the next commit of the source's pair (which may
+		// come sooner, when relocations re-link it) deletes the entry and
+		// clears it, as lfs_dir_commit does for a pending move.
 		f.gwant = f.gwant.withMove(uint32(sid), sm.blocks, true)
+		f.moving = src
 		if dm != nil {
 			dm.entries[did] = &ne
 			err = f.commit(dm)
@@ -957,15 +979,14 @@ func (f *FS) rename(oldname, newname string) error {
 			m.entries = insertAt(m.entries, pos, &ne)
 			err = f.commit(m)
 		}
-		if err == nil {
-			f.gwant = f.gwant.withMove(0, [2]uint32{}, false)
-			for i, e := range sm.entries {
-				if e == src {
-					sm.entries = removeAt(sm.entries, i)
+		if err == nil && f.moving != nil {
+			err = fmt.Errorf("%w: moved entry %q not found", ErrCorrupt, src.name)
+			for _, p := range f.chain {
+				if slices.Contains(p.entries, src) {
+					err = f.commitOrDrop(p)
 					break
 				}
 			}
-			err = f.commitOrDrop(sm)
 		}
 	}
 	if err == nil && replaced != nil {

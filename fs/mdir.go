@@ -285,6 +285,7 @@ const splitLimit = min(BlockSize-36, (BlockSize/2+progSize-1)/progSize*progSize)
 // until the new one is complete, so a power cut leaves the old or the new.
 // m must be in f.chain unless it is a new, not yet linked pair.
 func (f *FS) commit(m *mdir) error {
+	f.dropMoving(m)
 	for len(m.entries) > 1 {
 		size := entriesSize(m.entries)
 		if len(m.entries) < 0xff && size <= splitLimit {
