@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"path/filepath"
 	"sync"
 	"time"
@@ -48,6 +49,12 @@ type Options struct {
 	// MQTT) is then on without any configuration. A configured mqtt.server
 	// is used as configured.
 	MQTTBroker string
+	// MQTTDial, when set, opens the connection to MQTTBroker without a
+	// socket (the in-process pipe of an embedded broker, mqtt.Broker.Dial).
+	MQTTDial func() (net.Conn, error)
+	// MQTTUser and MQTTPass are the credentials used with MQTTBroker while
+	// the config leaves mqtt.user empty.
+	MQTTUser, MQTTPass string
 	// TLSDynamicBuffers models mbedTLS with the dynamic-buffer patch (about
 	// 1 KiB per idle TLS connection) instead of the default static 16 KiB
 	// record buffers each way.

@@ -206,9 +206,17 @@ func (d *Device) startMQTT(fw *firmware) {
 			return
 		}
 	}
+	user, pass := cfg.String("mqtt.user"), cfg.String("mqtt.pass")
+	var dial func() (net.Conn, error)
+	if server == d.opts.MQTTBroker && cfg.String("mqtt.server") != server && tc == nil { // the host's broker, not a configured one
+		dial = d.opts.MQTTDial
+		if d.opts.MQTTUser != "" && user == "" {
+			user, pass = d.opts.MQTTUser, d.opts.MQTTPass
+		}
+	}
 	fw.mqtt = mqtt.Start(mqtt.Config{
-		TLS:    tc,
-		Server: server, ClientID: cfg.String("mqtt.client_id"), User: cfg.String("mqtt.user"), Pass: cfg.String("mqtt.pass"),
+		TLS: tc, Dial: dial,
+		Server: server, ClientID: cfg.String("mqtt.client_id"), User: user, Pass: pass,
 		KeepAlive: time.Duration(cfg.Int("mqtt.keep_alive")) * time.Second, CleanSession: cfg.Bool("mqtt.clean_session"),
 		WillTopic: cfg.String("mqtt.will_topic"), WillMessage: cfg.String("mqtt.will_message"), WillRetain: cfg.Bool("mqtt.will_retain"),
 		ReconnectMin: time.Duration(cfg.Float("mqtt.reconnect_timeout_min") * float64(time.Second)),

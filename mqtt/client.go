@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -31,6 +32,9 @@ type Config struct {
 	ReconnectMin time.Duration
 	ReconnectMax time.Duration
 	TLS          *tls.Config // nil for plain TCP
+	// Dial, when set, opens the connection instead of a TCP (or TLS)
+	// connection to Server: the in-process pipe to an embedded broker.
+	Dial func() (net.Conn, error)
 
 	DeviceID   string
 	RPC        bool // rpc.mqtt.enable
@@ -45,6 +49,7 @@ type Client struct {
 	c    paho.Client
 	mu   sync.Mutex
 	conn bool
+	nc   net.Conn // the current network connection, for Drop
 }
 
 // ServerAddr applies the firmware's default port rule.
@@ -78,6 +83,7 @@ func Start(cfg Config, log *slog.Logger) *Client {
 	if cfg.TLS != nil {
 		o.SetTLSConfig(cfg.TLS)
 	}
+	o.SetCustomOpenConnectionFn(m.open)
 	o.SetDefaultPublishHandler(func(c paho.Client, msg paho.Message) {
 		if strings.HasPrefix(msg.Topic(), cfg.DeviceID+"/rpc") {
 			m.onRPC(c, msg)
@@ -168,6 +174,43 @@ func (m *Client) Publish(topic string, qos byte, retain bool, payload []byte) er
 	t := m.c.Publish(topic, qos, retain, payload)
 	t.WaitTimeout(5 * time.Second)
 	return t.Error()
+}
+
+// open opens the network connection: Config.Dial, or TCP to the broker with
+// TLS on top when configured. It remembers the connection for Drop.
+func (m *Client) open(u *url.URL, o paho.ClientOptions) (net.Conn, error) {
+	var nc net.Conn
+	var err error
+	switch {
+	case m.cfg.Dial != nil:
+		nc, err = m.cfg.Dial()
+	case m.cfg.TLS != nil:
+		d := &net.Dialer{Timeout: o.ConnectTimeout}
+		nc, err = tls.DialWithDialer(d, "tcp", u.Host, m.cfg.TLS)
+	default:
+		nc, err = net.DialTimeout("tcp", u.Host, o.ConnectTimeout)
+	}
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	m.nc = nc
+	m.mu.Unlock()
+	return nc, nil
+}
+
+// Drop closes the network connection under the session, as a network
+// outage or a broker-side disconnect would; the client reconnects with its
+// usual back-off. It reports whether there was a connection to drop.
+func (m *Client) Drop() bool {
+	m.mu.Lock()
+	nc := m.nc
+	m.nc = nil
+	m.mu.Unlock()
+	if nc == nil {
+		return false
+	}
+	return nc.Close() == nil
 }
 
 // Close disconnects.

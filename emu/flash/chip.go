@@ -7,6 +7,7 @@ import (
 	"os"
 	"sort"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -20,12 +21,22 @@ import (
 // to the file before the call returns, so a process killed at any instant
 // leaves the file exactly as the flash would be after a power cut at that
 // instant; the filesystem on top is designed to survive that.
+//
+// The backing file is open only while the chip is being written: it is
+// closed (after an fsync) once writes have paused for IdleClose, so that
+// a process hosting thousands of idle devices holds no descriptor for them.
 type Chip struct {
 	mu      sync.RWMutex
 	size    int64
 	sectors map[int64]*[SectorSize]byte // sector index -> contents; absent = erased
-	file    *os.File                    // nil for a memory-only chip
+	path    string                      // backing file; "" for a memory-only chip
+	file    *os.File                    // open backing file, nil while idle
+	idle    *time.Timer                 // closes file after IdleClose without writes
+	closed  bool
 }
+
+// IdleClose is how long the backing file stays open after the last write.
+const IdleClose = time.Second
 
 // NewMemory returns a blank (all 0xFF) chip of size bytes kept only in memory.
 func NewMemory(size int64) *Chip {
@@ -59,11 +70,62 @@ func Open(path string, size int64) (*Chip, error) {
 	}
 	c := NewMemory(size)
 	c.file = f
-	if err := c.load(); err != nil {
-		f.Close()
+	err = c.load()
+	c.file = nil
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return nil, fmt.Errorf("flash: loading %s: %w", path, err)
 	}
+	c.path = path
 	return c, nil
+}
+
+// backing returns the open backing file, opening it if needed, or nil for
+// a memory-only chip. c.mu is held for writing.
+func (c *Chip) backing() (*os.File, error) {
+	if c.path == "" {
+		return nil, nil
+	}
+	if c.closed {
+		return nil, errors.New("flash: chip closed")
+	}
+	if c.file == nil {
+		f, err := os.OpenFile(c.path, os.O_RDWR, 0)
+		if err != nil {
+			return nil, fmt.Errorf("flash: reopening the image: %w", err)
+		}
+		c.file = f
+	}
+	if c.idle == nil {
+		c.idle = time.AfterFunc(IdleClose, c.closeIdle)
+	} else {
+		c.idle.Reset(IdleClose)
+	}
+	return c.file, nil
+}
+
+// closeIdle syncs and closes the backing file after a pause in writes.
+func (c *Chip) closeIdle() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.file == nil {
+		return
+	}
+	c.file.Sync()
+	c.file.Close()
+	c.file = nil
+}
+
+// OpenFiles reports whether the backing file is open now (1) or not (0).
+func (c *Chip) OpenFiles() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.file != nil {
+		return 1
+	}
+	return 0
 }
 
 // load reads the data regions of the sparse backing file into memory.
@@ -157,12 +219,14 @@ func (c *Chip) WriteAt(p []byte, off int64) (int, error) {
 		for i, b := range src {
 			sec[in+i] &= b
 		}
-		if c.file != nil {
+		if f, err := c.backing(); err != nil {
+			return n, err
+		} else if f != nil {
 			inv := make([]byte, chunk)
 			for i := range inv {
 				inv[i] = sec[in+i] ^ 0xFF
 			}
-			if _, err := c.file.WriteAt(inv, pos); err != nil {
+			if _, err := f.WriteAt(inv, pos); err != nil {
 				return n, fmt.Errorf("flash: persisting program at %#x: %w", pos, err)
 			}
 		}
@@ -184,17 +248,21 @@ func (c *Chip) Erase(off, n int64) error {
 	for s := off / SectorSize; s < (off+n)/SectorSize; s++ {
 		delete(c.sectors, s)
 	}
-	if c.file == nil || n == 0 {
+	if c.path == "" || n == 0 {
 		return nil
 	}
-	err := unix.Fallocate(int(c.file.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
+	f, err := c.backing()
+	if err != nil {
+		return err
+	}
+	err = unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
 	if err == nil {
 		return nil
 	}
 	// No hole punching on this filesystem: write the inverted 0xFF bytes.
 	zero := make([]byte, SectorSize)
 	for pos := off; pos < off+n; pos += SectorSize {
-		if _, err := c.file.WriteAt(zero, pos); err != nil {
+		if _, err := f.WriteAt(zero, pos); err != nil {
 			return fmt.Errorf("flash: persisting erase at %#x: %w", pos, err)
 		}
 	}
@@ -214,15 +282,24 @@ func (c *Chip) UsedSectors() []int64 {
 }
 
 // Sync flushes the backing file to stable storage.
+// An idle chip has nothing to flush: its file was synced when it closed.
 func (c *Chip) Sync() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.file == nil {
 		return nil
 	}
 	return c.file.Sync()
 }
 
-// Close syncs and closes the backing file.
+// Close syncs and closes the backing file; later writes fail.
 func (c *Chip) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
+	if c.idle != nil {
+		c.idle.Stop()
+	}
 	if c.file == nil {
 		return nil
 	}
