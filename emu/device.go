@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -120,8 +122,10 @@ func New(opts Options) (*Device, error) {
 		if d.efuses, err = efuse.Load(d.efusePath(), id.Seed); err != nil {
 			return nil, fmt.Errorf("emu: %s: %w", d.efusePath(), err)
 		}
-		if err := d.efuses.Save(d.efusePath()); err != nil {
-			return nil, err
+		if _, err := os.Stat(d.efusePath()); errors.Is(err, fs.ErrNotExist) { // a new chip's factory efuses
+			if err := d.efuses.Save(d.efusePath()); err != nil {
+				return nil, err
+			}
 		}
 		d.macFn = d.efuses.MAC
 	}

@@ -45,7 +45,12 @@ func StartBrokerWith(addr string, o BrokerOptions) (*Broker, error) {
 	if o.TLS != nil {
 		l = tls.NewListener(l, o.TLS)
 	}
-	srv := mochi.New(&mochi.Options{Logger: slog.New(slog.DiscardHandler), InlineClient: false})
+	caps := mochi.NewDefaultServerCapabilities()
+	// Each client's queue of pending writes is allocated whole: mochi's 8192
+	// slots cost 64 KiB per device of a fleet; 1024 leave a back end
+	// subscribed to a fleet's telemetry room for bursts.
+	caps.MaximumClientWritesPending = 1024
+	srv := mochi.New(&mochi.Options{Logger: slog.New(slog.DiscardHandler), InlineClient: false, Capabilities: caps})
 	var hook mochi.Hook = new(auth.AllowHook)
 	if o.User != "" {
 		hook = &credentialsHook{user: []byte(o.User), pass: []byte(o.Pass)}

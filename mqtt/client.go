@@ -113,7 +113,7 @@ func Start(cfg Config, log *slog.Logger) *Client {
 		log.Info("MQTT0 connecting to "+addr, "src", "mgos_mqtt_conn.c:468")
 	})
 	log.Info("MQTT0 connecting to "+addr, "src", "mgos_mqtt_conn.c:468")
-	m.c = paho.NewClient(o)
+	m.c = newLiteClient(o) // one goroutine per connection, see lite.go
 	m.c.Connect()
 	return m
 }
