@@ -3,8 +3,10 @@ package mqtt
 import (
 	"bytes"
 	"crypto/tls"
+	"errors"
 	"log/slog"
 	"net"
+	"time"
 
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
@@ -17,6 +19,7 @@ import (
 type Broker struct {
 	srv  *mochi.Server
 	addr string
+	tcp  net.Listener
 	pipe *pipeListener
 }
 
@@ -69,14 +72,30 @@ func StartBrokerWith(addr string, o BrokerOptions) (*Broker, error) {
 		return nil, err
 	}
 	go srv.Serve()
-	return &Broker{srv: srv, addr: l.Addr().String(), pipe: pipe}, nil
+	return &Broker{srv: srv, addr: l.Addr().String(), tcp: l, pipe: pipe}, nil
 }
 
 // Addr returns the broker's host:port.
 func (b *Broker) Addr() string { return b.addr }
 
 // Close stops the broker and drops its clients.
-func (b *Broker) Close() error { return b.srv.Close() }
+//
+// mochi's own Close lists each listener's clients under a read lock that it
+// takes twice, and deadlocks if a client leaving at that moment asks for
+// the write lock in between: with thousands of clients leaving at once
+// (a fleet stopping) that is certain. So the clients go first: no new ones,
+// every connected one stopped, and mochi closes an empty server.
+func (b *Broker) Close() error {
+	b.tcp.Close()
+	b.pipe.shut()
+	for _, cl := range b.srv.Clients.GetAll() {
+		cl.Stop(errors.New("broker closing"))
+	}
+	for deadline := time.Now().Add(2 * time.Second); b.srv.Clients.Len() > 0 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	return b.srv.Close()
+}
 
 // credentialsHook accepts one user name and password.
 type credentialsHook struct {

@@ -41,6 +41,13 @@ func (p *pipeListener) Serve(establish listeners.EstablishFn) {
 	p.readyOnce.Do(func() { close(p.ready) })
 }
 
+// shut refuses new connections.
+func (p *pipeListener) shut() {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+}
+
 // Close stops new connections and closes the existing ones.
 func (p *pipeListener) Close(closeClients listeners.CloseFn) {
 	p.mu.Lock()

@@ -205,6 +205,10 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 		h, p, _ := net.SplitHostPort(o.HTTP)
 		httpHost, httpPort = h, atoi(p)
 	}
+	var ports *portAllocator
+	if httpPort == 0 && o.Count > 1000 { // past a thousand, the kernel's own choice slows down
+		ports = newPortAllocator(httpHost)
+	}
 	first := o.first()
 	members := make([]*Member, o.Count)
 	fails := make([]error, o.Count)
@@ -216,6 +220,8 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 		port := 0
 		if httpPort > 0 {
 			port = httpPort + k
+		} else if ports != nil {
+			port = ports.take()
 		}
 		eo := emu.Options{Arch: o.Arch, StateDir: m.Dir, HTTPAddr: net.JoinHostPort(httpHost, strconv.Itoa(port)),
 			Seed: Seed(n), Schemas: schemas, Serial: o.Serial,
@@ -235,7 +241,16 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 		}
 		d, err := emu.New(eo)
 		if err == nil {
-			if err = d.Start(ctx); err != nil {
+			err = d.Start(ctx)
+			for try := 0; err != nil && addrInUse(err) && httpPort == 0 && ports != nil && try < 20; try++ {
+				// Another process took the port since take checked it.
+				d.Close()
+				eo.HTTPAddr = net.JoinHostPort(httpHost, strconv.Itoa(ports.take()))
+				if d, err = emu.New(eo); err == nil {
+					err = d.Start(ctx)
+				}
+			}
+			if err != nil && d != nil {
 				d.Close()
 			}
 		}
