@@ -233,23 +233,16 @@ func runFleet(cmd *cobra.Command, ff *fleetFlags) error {
 		defer srv.Close()
 		fmt.Fprintf(stdout, "  Prometheus metrics: http://%s/metrics\n", l.Addr())
 	}
-	if ff.statsEvery > 0 || ff.metricsAddr != "" {
-		every := ff.statsEvery
-		if every == 0 {
-			every = 5 * time.Second // metrics only
-		}
+	if ff.statsEvery > 0 {
 		run(func() {
-			t := time.NewTicker(every)
+			t := time.NewTicker(ff.statsEvery)
 			defer t.Stop()
 			for {
 				select {
 				case <-bg.Done():
 					return
 				case <-t.C:
-					s := stats.Take()
-					if ff.statsEvery > 0 {
-						fmt.Fprintf(stderr, "mosemu fleet: %s\n", s)
-					}
+					fmt.Fprintf(stderr, "mosemu fleet: %s\n", stats.Take())
 				}
 			}
 		})

@@ -229,3 +229,19 @@ func TestFleetExitStatus(t *testing.T) {
 		}
 	}
 }
+
+// TestBenchFleetMeasures runs the fleet benchmark on a small fleet: every
+// figure is measured, none made up.
+func TestBenchFleetMeasures(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a fleet")
+	}
+	bin := buildMosemu(t)
+	f, err := benchFleet(bin, 20, 200, 500*time.Millisecond, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Start <= 0 || f.Stop <= 0 || f.PeakRSS < 1<<20 || f.FDs < 20 || f.MsgsPerSec < 50 {
+		t.Fatalf("figures %+v", f)
+	}
+}

@@ -78,6 +78,15 @@ func (l *latencies) take() []time.Duration {
 	return w
 }
 
+// peek returns a sorted copy of the window's samples.
+func (l *latencies) peek() []time.Duration {
+	l.mu.Lock()
+	w := append([]time.Duration(nil), l.window...)
+	l.mu.Unlock()
+	sort.Slice(w, func(i, j int) bool { return w[i] < w[j] })
+	return w
+}
+
 func (l *latencies) total() (time.Duration, int64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

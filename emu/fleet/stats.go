@@ -46,8 +46,7 @@ type Snapshot struct {
 type Stats struct {
 	f    *Fleet
 	mu   sync.Mutex
-	last Snapshot
-	cur  Snapshot
+	last Snapshot // at the start of the current window
 }
 
 // NewStats starts the stats windows now.
@@ -65,12 +64,20 @@ func (f *Fleet) brokerIn() int64 {
 }
 
 // Take closes the current window and returns its snapshot.
-func (s *Stats) Take() Snapshot {
+func (s *Stats) Take() Snapshot { return s.snapshot(true) }
+
+// Peek returns the snapshot of the window so far without closing it.
+func (s *Stats) Peek() Snapshot { return s.snapshot(false) }
+
+func (s *Stats) snapshot(closeWindow bool) Snapshot {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := &s.f.counters
 	now := time.Now()
-	lat := c.latency.take()
+	lat := c.latency.peek()
+	if closeWindow {
+		lat = c.latency.take()
+	}
 	sum, _ := c.latency.total()
 	snap := Snapshot{At: now, Devices: len(s.f.Members), Failed: len(s.f.Failed), Connected: s.f.Connected(),
 		Telemetry: c.TelemetrySent.Load(), BrokerIn: s.f.brokerIn(),
@@ -85,15 +92,10 @@ func (s *Stats) Take() Snapshot {
 			snap.BrokerInPerSec = float64(snap.BrokerIn-s.last.BrokerIn) / dt
 		}
 	}
-	s.last, s.cur = snap, snap
+	if closeWindow {
+		s.last = snap
+	}
 	return snap
-}
-
-// Last returns the most recent snapshot without closing a window.
-func (s *Stats) Last() Snapshot {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.cur
 }
 
 // String is the console stats line.
@@ -147,12 +149,12 @@ func (s Snapshot) WritePrometheus(w io.Writer) error {
 	return bw.Flush()
 }
 
-// MetricsHandler serves the latest snapshot at /metrics.
+// MetricsHandler serves the fleet's state at /metrics, as of the request.
 func (s *Stats) MetricsHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-		s.Last().WritePrometheus(w)
+		s.Peek().WritePrometheus(w)
 	})
 	return mux
 }
