@@ -23,16 +23,24 @@ const (
 type RAM struct {
 	mu                   sync.Mutex
 	total, free, minFree int
+	reserve              int
 }
 
-// NewRAM returns a heap of total bytes with free available after boot.
-func NewRAM(total, free int) *RAM { return &RAM{total: total, free: free, minFree: free} }
+// NewRAM returns a heap of total bytes with free available after boot,
+// keeping Reserve bytes for the rest of the firmware.
+func NewRAM(total, free int) *RAM { return NewRAMReserve(total, free, Reserve) }
+
+// NewRAMReserve is NewRAM with the board's own reserve: an allocation
+// that would leave less than reserve bytes free fails.
+func NewRAMReserve(total, free, reserve int) *RAM {
+	return &RAM{total: total, free: free, minFree: free, reserve: reserve}
+}
 
 // Alloc takes n bytes if that leaves the reserve free.
 func (r *RAM) Alloc(n int) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.free-n < Reserve {
+	if r.free-n < r.reserve {
 		return false
 	}
 	r.free -= n

@@ -15,7 +15,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(runCmd(), fleetCmd(), efuseCmd(), flashCmd(), benchCmd())
+	root.AddCommand(runCmd(), fleetCmd(), efuseCmd(), flashCmd(), benchCmd(), fwBundle8266Cmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "mosemu:", err)
 		os.Exit(1)
