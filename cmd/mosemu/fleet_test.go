@@ -1,21 +1,25 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/mosemu/mosemu/emu/fleet"
+	"github.com/mosemu/mosemu/mqtt"
 	"github.com/mosemu/mosemu/rpc/client"
 )
 
@@ -244,4 +248,41 @@ func TestBenchFleetMeasures(t *testing.T) {
 	if f.Start <= 0 || f.Stop <= 0 || f.PeakRSS < 1<<20 || f.FDs < 20 || f.MsgsPerSec < 50 {
 		t.Fatalf("figures %+v", f)
 	}
+}
+
+// TestRunExternalBroker: `run --external-broker` connects the device to
+// that broker and starts no embedded one, as `fleet --external-broker`.
+func TestRunExternalBroker(t *testing.T) {
+	b, err := mqtt.StartBroker("127.0.0.1:0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	bin := buildMosemu(t)
+	cmd := exec.Command(bin, "run", "--state", t.TempDir(), "--http", "127.0.0.1:0", "--quiet", "--external-broker", b.Addr())
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	re := regexp.MustCompile(`mos --port (mqtt://(\S+)/(\S+)) call`)
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		m := re.FindStringSubmatch(sc.Text())
+		if m == nil {
+			continue
+		}
+		if m[2] != b.Addr() {
+			t.Fatalf("device on broker %s, want %s", m[2], b.Addr())
+		}
+		go io.Copy(io.Discard, out)
+		if id, _ := getInfo(t, m[1]); id != m[3] {
+			t.Fatalf("Sys.GetInfo over %s: id %s", m[1], id)
+		}
+		return
+	}
+	t.Fatal("run printed no MQTT address")
 }
