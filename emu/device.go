@@ -57,6 +57,12 @@ type Options struct {
 	// MQTTUser and MQTTPass are the credentials used with MQTTBroker while
 	// the config leaves mqtt.user empty.
 	MQTTUser, MQTTPass string
+	// DeferSync leaves flushing the state to the disk to the host, which
+	// syncs the whole filesystem now and then (atomicfile.SyncFS): a new
+	// device's files are created without fsync and the flash image is
+	// closed after writes without one. Atomicity is kept (rename); only
+	// durability across a host crash waits for the host's sync. For fleets.
+	DeferSync bool
 	// TLSDynamicBuffers models mbedTLS with the dynamic-buffer patch (about
 	// 1 KiB per idle TLS connection) instead of the default static 16 KiB
 	// record buffers each way.
@@ -107,6 +113,11 @@ func New(opts Options) (*Device, error) {
 	if opts.StateDir == "" {
 		return nil, errors.New("emu: Options.StateDir is required")
 	}
+	if opts.DeferSync {
+		if err := precreateIdentity(opts); err != nil {
+			return nil, err
+		}
+	}
 	id, _, err := loadIdentity(opts.StateDir, Identity{Arch: orDefault(opts.Arch, "esp32"), Seed: opts.Seed, FlashEncryption: opts.FlashEncryption})
 	if err != nil {
 		return nil, err
@@ -132,7 +143,7 @@ func New(opts Options) (*Device, error) {
 			return nil, fmt.Errorf("emu: %s: %w", d.efusePath(), err)
 		}
 		if _, err := os.Stat(d.efusePath()); errors.Is(err, fs.ErrNotExist) { // a new chip's factory efuses
-			if err := d.efuses.Save(d.efusePath()); err != nil {
+			if err := d.saveNewEfuses(); err != nil {
 				return nil, err
 			}
 		}
@@ -150,6 +161,7 @@ func New(opts Options) (*Device, error) {
 	if d.flash, err = flash.Open(filepath.Join(opts.StateDir, FlashFile), board.FlashSize); err != nil {
 		return nil, err
 	}
+	d.flash.DeferSync(opts.DeferSync)
 	if opts.Serial {
 		if d.port, err = uart.Open(); err != nil {
 			d.flash.Close()

@@ -3,6 +3,11 @@ package emu
 import (
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/mosemu/mosemu/internal/atomicfile"
 )
 
 // ErrMQTTDown is returned by MQTTPublish while the device has no MQTT
@@ -43,3 +48,42 @@ func (d *Device) OpenFiles() int { return d.flash.OpenFiles() }
 
 // MAC returns the factory MAC, e.g. "240AC4000001".
 func (d *Device) MAC() string { return fmt.Sprintf("%X", d.mac()) }
+
+// MQTTError returns why the device's MQTT session is down (the last failed
+// attempt or lost connection), or nil while it is up or not configured.
+func (d *Device) MQTTError() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.fw == nil || d.fw.mqtt == nil {
+		return nil
+	}
+	return d.fw.mqtt.LastError()
+}
+
+// precreateIdentity writes a new device's identity without fsync (see
+// Options.DeferSync); loadIdentity then finds it.
+func precreateIdentity(opts Options) error {
+	path := filepath.Join(opts.StateDir, StateFile)
+	if opts.Seed == 0 {
+		return nil // a random seed: loadIdentity picks it
+	}
+	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err := os.MkdirAll(opts.StateDir, 0o755); err != nil {
+		return err
+	}
+	return atomicfile.WriteDeferred(path, mustJSON(Identity{Arch: orDefault(opts.Arch, "esp32"), Seed: opts.Seed, FlashEncryption: opts.FlashEncryption}))
+}
+
+// saveNewEfuses writes a new chip's factory efuses.
+func (d *Device) saveNewEfuses() error {
+	if !d.opts.DeferSync {
+		return d.efuses.Save(d.efusePath())
+	}
+	b, err := d.efuses.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	return atomicfile.WriteDeferred(d.efusePath(), b)
+}

@@ -41,6 +41,18 @@ type liteClient struct {
 	inflight  map[uint16]*liteToken // our QoS 1/2 publishes and subscriptions
 	routes    map[string]paho.MessageHandler
 	firstConn *liteToken // completes on the first CONNACK
+	lastErr   error      // why the last attempt failed or the last connection ended
+}
+
+// LastError returns why the last connection attempt failed or the last
+// connection ended, nil while connected or before any attempt.
+func (c *liteClient) LastError() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.connected {
+		return nil
+	}
+	return c.lastErr
 }
 
 // errNotConnected is the error of a publish while the session is down.
@@ -137,6 +149,7 @@ func (c *liteClient) attempt() {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.lastErr = err
 	if c.closed {
 		return
 	}
@@ -404,6 +417,7 @@ func (c *liteClient) lost(conn net.Conn, err error) {
 		return
 	}
 	c.conn, c.w, c.connected = nil, nil, false
+	c.lastErr = err
 	if c.keepAlive != nil {
 		c.keepAlive.Stop()
 	}
@@ -586,3 +600,12 @@ func topicMatches(filter, topic string) bool {
 }
 
 var _ paho.Client = (*liteClient)(nil)
+
+// LastError returns why the session is down: the last failed connection
+// attempt or lost connection; nil while connected.
+func (m *Client) LastError() error {
+	if lc, ok := m.c.(*liteClient); ok {
+		return lc.LastError()
+	}
+	return nil
+}

@@ -27,6 +27,7 @@ type fleetFlags struct {
 	shard          string
 	manifest       string
 	exitAfter      time.Duration
+	connectWait    time.Duration
 	maxFailures    int
 	tele           fleet.Telemetry
 	teleQoS        int
@@ -86,6 +87,7 @@ non-zero when more than --max-failures devices failed to start.`,
 	fl.Float64Var(&o.WrongCredentials, "wrong-credentials", 0, "share of the devices (0..1) presenting a wrong MQTT password (needs --mqtt-user)")
 	fl.StringVar(&ff.manifest, "manifest", "", "where to write the device list (default STATE/fleet.json)")
 	fl.DurationVar(&ff.exitAfter, "exit-after", 0, "stop after this long (0 = run until interrupted)")
+	fl.DurationVar(&ff.connectWait, "connect-wait", 30*time.Second, "after starting, wait this long at most for every device to connect to MQTT")
 	fl.IntVar(&ff.maxFailures, "max-failures", 0, "devices allowed to fail to start before the exit status is non-zero")
 	fl.StringVar(&ff.tele.Topic, "telemetry-topic", "devices/{{.ID}}/telemetry", "telemetry topic template (Go text/template: .ID .Number .N; rand, randf A B, randi A B, now)")
 	fl.StringVar(&ff.tele.Payload, "telemetry-payload", `{"id":"{{.ID}}","n":{{.N}},"temp":{{randf 18 30 | printf "%.2f"}},"ts":{{now}}}`, "telemetry payload template")
@@ -123,7 +125,7 @@ func runFleet(cmd *cobra.Command, ff *fleetFlags) error {
 		return fmt.Errorf("fleet: --telemetry-qos %d: must be 0, 1 or 2", ff.teleQoS)
 	}
 	ff.tele.QoS = byte(ff.teleQoS)
-	if ff.tele.Interval < 0 || ff.statsEvery < 0 || ff.exitAfter < 0 {
+	if ff.tele.Interval < 0 || ff.statsEvery < 0 || ff.exitAfter < 0 || ff.connectWait < 0 {
 		return errors.New("fleet: durations must not be negative")
 	}
 	if ff.probeRate < 0 {
@@ -196,7 +198,7 @@ func runFleet(cmd *cobra.Command, ff *fleetFlags) error {
 	if err := f.WriteManifest(manifest, shardName); err != nil {
 		fmt.Fprintf(stderr, "mosemu fleet: writing %s: %v\n", manifest, err)
 	}
-	connected := f.WaitConnected(ctx, 30*time.Second)
+	connected := f.WaitConnected(ctx, ff.connectWait)
 	printFleetStart(stdout, f, connected, manifest, shardName)
 
 	stats := f.NewStats()
@@ -304,6 +306,17 @@ func printFleetStart(w io.Writer, f *fleet.Fleet, connected int, manifest, shard
 	}
 	for _, e := range f.Failed {
 		fmt.Fprintln(w, "  failed:", e)
+	}
+	if down := len(f.Members) - connected; down > 0 {
+		fmt.Fprintf(w, "  not connected to MQTT %s: %d devices", f.BrokerAddr(), down)
+		shown := 0
+		for _, m := range f.Members {
+			if err := m.Device.MQTTError(); err != nil && shown < 3 {
+				fmt.Fprintf(w, "; %s: %v", m.Device.DeviceID(), err)
+				shown++
+			}
+		}
+		fmt.Fprintln(w)
 	}
 	fmt.Fprintf(w, "  all devices: %s\n", manifest)
 	if len(f.Members) > 0 {

@@ -286,3 +286,60 @@ func TestRunExternalBroker(t *testing.T) {
 	}
 	t.Fatal("run printed no MQTT address")
 }
+
+// TestFleetLowFDLimit: under a descriptor limit too low for the fleet,
+// fleet says so, starts what fits, names the devices that failed, keeps
+// the others reachable and exits non-zero.
+func TestFleetLowFDLimit(t *testing.T) {
+	prlimit, err := exec.LookPath("prlimit")
+	if err != nil {
+		t.Skip("prlimit (util-linux) not installed")
+	}
+	bin := buildMosemu(t)
+	state := t.TempDir()
+	cmd := exec.Command(prlimit, "--nofile=120:120", bin, "fleet", "--count", "150", "--state", state,
+		"--broker-addr", "127.0.0.1:0", "--exit-after", "4s", "--stats-every", "0", "--probe-rate", "0")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &fleetProc{cmd: cmd, state: state}
+	m := p.manifest(t)
+	if len(m.Devices) < 50 || len(m.Failed) == 0 || len(m.Devices)+len(m.Failed) != 150 {
+		t.Fatalf("%d devices up, %d failed:\n%s", len(m.Devices), len(m.Failed), out.String())
+	}
+	time.Sleep(1500 * time.Millisecond) // flash images close when idle, freeing descriptors
+	if id, _ := getInfo(t, m.Devices[0].WS); id != m.Devices[0].ID {
+		t.Fatalf("first device answered as %s", id)
+	}
+	err = cmd.Wait()
+	ee, ok := err.(*exec.ExitError)
+	if !ok || ee.ExitCode() != 1 {
+		t.Fatalf("exit %v, want 1", err)
+	}
+	for _, want := range []string{"the open-file limit (120, hard limit 120) holds about", "failed: device", "too many open files"} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("no %q in:\n%s", want, out.String())
+		}
+	}
+}
+
+// TestFleetRefusingBroker: devices whose broker refuses them are reported
+// with the broker's reason, and the fleet stays up.
+func TestFleetRefusingBroker(t *testing.T) {
+	b, err := mqtt.StartBrokerWith("127.0.0.1:0", mqtt.BrokerOptions{User: "admin", Pass: "right"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	bin := buildMosemu(t)
+	out, err := exec.Command(bin, "fleet", "--count", "3", "--state", t.TempDir(), "--external-broker", b.Addr(),
+		"--mqtt-user", "admin", "--mqtt-pass", "wrong", "--connect-wait", "1s", "--exit-after", "100ms", "--stats-every", "0", "--probe-rate", "0").CombinedOutput()
+	if err != nil {
+		t.Fatalf("fleet: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "not connected to MQTT "+b.Addr()+": 3 devices; esp32_000001: mqtt: CONNACK 5: Connection Refused: Not Authorised") {
+		t.Fatalf("no clear message about the refusing broker:\n%s", out)
+	}
+}

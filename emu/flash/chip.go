@@ -33,6 +33,16 @@ type Chip struct {
 	file    *os.File                    // open backing file, nil while idle
 	idle    *time.Timer                 // closes file after IdleClose without writes
 	closed  bool
+	noSync  bool // the host syncs the filesystem: no fsync when closing an idle file
+}
+
+// DeferSync, when on, closes the idle backing file without fsync: the host
+// makes the filesystem durable itself (a fleet's periodic syncfs), and so
+// does Close.
+func (c *Chip) DeferSync(on bool) {
+	c.mu.Lock()
+	c.noSync = on
+	c.mu.Unlock()
 }
 
 // IdleClose is how long the backing file stays open after the last write.
@@ -113,7 +123,9 @@ func (c *Chip) closeIdle() {
 	if c.file == nil {
 		return
 	}
-	c.file.Sync()
+	if !c.noSync {
+		c.file.Sync()
+	}
 	c.file.Close()
 	c.file = nil
 }
@@ -303,7 +315,10 @@ func (c *Chip) Close() error {
 	if c.file == nil {
 		return nil
 	}
-	err := c.file.Sync()
+	var err error
+	if !c.noSync {
+		err = c.file.Sync()
+	}
 	if cerr := c.file.Close(); err == nil {
 		err = cerr
 	}

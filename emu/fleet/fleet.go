@@ -26,6 +26,7 @@ import (
 
 	"github.com/mosemu/mosemu/configs"
 	"github.com/mosemu/mosemu/emu"
+	"github.com/mosemu/mosemu/internal/atomicfile"
 	"github.com/mosemu/mosemu/mqtt"
 )
 
@@ -161,6 +162,37 @@ type Fleet struct {
 
 	counters Counters
 	closing  atomic.Bool
+	stopSync chan struct{}
+}
+
+// SyncEvery is how often a fleet flushes its devices' state to the disk:
+// devices write without fsync (emu.Options.DeferSync) and the fleet syncs
+// the filesystem once for all of them.
+const SyncEvery = 30 * time.Second
+
+// syncLoop flushes the state now and then until Close.
+func (f *Fleet) syncLoop() {
+	t := time.NewTicker(SyncEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-f.stopSync:
+			return
+		case <-t.C:
+			atomicfile.SyncFS(f.Opts.StateDir)
+		}
+	}
+}
+
+// syncNow flushes the state, waiting at most wait (the flush goes on in
+// the background; the kernel finishes it even if the process exits).
+func (f *Fleet) syncNow(wait time.Duration) {
+	done := make(chan struct{})
+	go func() { atomicfile.SyncFS(f.Opts.StateDir); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(wait):
+	}
 }
 
 // Devices returns the running devices.
@@ -224,7 +256,7 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 			port = ports.take()
 		}
 		eo := emu.Options{Arch: o.Arch, StateDir: m.Dir, HTTPAddr: net.JoinHostPort(httpHost, strconv.Itoa(port)),
-			Seed: Seed(n), Schemas: schemas, Serial: o.Serial,
+			Seed: Seed(n), Schemas: schemas, Serial: o.Serial, DeferSync: true,
 			TLSHandshakeLatency: m.TLSLatency, TLSDynamicBuffers: o.TLSDynamicBuffers,
 			MQTTUser: o.MQTTUser, MQTTPass: o.MQTTPass}
 		if m.WrongCredentials {
@@ -339,6 +371,9 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 	if o.Progress != nil {
 		o.Progress(len(f.Members), len(f.Failed), o.Count, f.Started)
 	}
+	go atomicfile.SyncFS(o.StateDir) // the new devices' files, in the background
+	f.stopSync = make(chan struct{})
+	go f.syncLoop()
 	return f, nil
 }
 
@@ -387,9 +422,13 @@ func (f *Fleet) WaitConnected(ctx context.Context, timeout time.Duration) int {
 	}
 }
 
-// Close stops every device, in parallel.
+// Close stops every device, in parallel, and flushes their state.
 func (f *Fleet) Close() {
-	f.closing.Store(true)
+	if !f.closing.CompareAndSwap(false, true) {
+		return
+	}
+	close(f.stopSync)
+	defer f.syncNow(2 * time.Second)
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 256)
 	for _, m := range f.Members {

@@ -371,3 +371,35 @@ func BenchmarkIdleDeviceMemory(b *testing.B) {
 		br.Close()
 	}
 }
+
+// TestFleetRestartKeepsIdentity: a fleet started again on its state has the
+// same devices (ids, MACs), and what a device stored survives.
+func TestFleetRestartKeepsIdentity(t *testing.T) {
+	b := startBroker(t, mqtt.BrokerOptions{})
+	dir := t.TempDir()
+	f, err := Start(context.Background(), Options{Count: 3, Broker: b, StateDir: dir})
+	if err != nil || len(f.Failed) != 0 {
+		t.Fatal(err, f.Failed)
+	}
+	before := f.Manifest("")
+	if err := f.Members[1].Device.Flash().Erase(0x3F0000, 0x1000); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Members[1].Device.Flash().WriteAt([]byte("kept"), 0x3F0000); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	g := startFleet(t, Options{Count: 3, Broker: b, StateDir: dir})
+	after := g.Manifest("")
+	for i := range before.Devices {
+		x, y := before.Devices[i], after.Devices[i]
+		if x.ID != y.ID || x.MAC != y.MAC || x.StateDir != y.StateDir {
+			t.Fatalf("device %d: %+v, then %+v", i+1, x, y)
+		}
+	}
+	got := make([]byte, 4)
+	g.Members[1].Device.Flash().ReadAt(got, 0x3F0000)
+	if string(got) != "kept" {
+		t.Fatalf("flash after restart: %q", got)
+	}
+}
