@@ -306,6 +306,7 @@ func TestFleetLowFDLimit(t *testing.T) {
 	}
 	p := &fleetProc{cmd: cmd, state: state}
 	m := p.manifest(t)
+	t.Logf("%d devices up, %d failed", len(m.Devices), len(m.Failed))
 	if len(m.Devices) < 50 || len(m.Failed) == 0 || len(m.Devices)+len(m.Failed) != 150 {
 		t.Fatalf("%d devices up, %d failed:\n%s", len(m.Devices), len(m.Failed), out.String())
 	}

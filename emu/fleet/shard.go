@@ -49,6 +49,10 @@ func FDsPerDevice(o Options) float64 {
 	return n
 }
 
+// fdReserve is what the process needs besides its devices: the runtime,
+// the broker's listener, the metrics server, clients of the broker.
+const fdReserve = 64
+
 // FDLimit is the outcome of RaiseFDLimit.
 type FDLimit struct {
 	Soft, Hard uint64 // after raising
@@ -57,7 +61,7 @@ type FDLimit struct {
 }
 
 // RaiseFDLimit raises the soft RLIMIT_NOFILE to the hard limit and says
-// whether it can hold the fleet (a reserve of 256 for the process itself).
+// whether it can hold the fleet (a reserve for the process itself).
 func RaiseFDLimit(o Options) (FDLimit, error) {
 	var rl unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
@@ -70,14 +74,14 @@ func RaiseFDLimit(o Options) (FDLimit, error) {
 			rl = raised
 		}
 	}
-	need := uint64(FDsPerDevice(o)*float64(o.Count)) + 256
+	need := uint64(FDsPerDevice(o)*float64(o.Count)) + fdReserve
 	return FDLimit{Soft: rl.Cur, Hard: rl.Max, Need: need, Enough: rl.Cur >= need}, nil
 }
 
 // Devices estimates how many devices the limit holds.
 func (l FDLimit) Devices(o Options) int {
-	if l.Soft < 256 {
+	if l.Soft < fdReserve {
 		return 0
 	}
-	return int(float64(l.Soft-256) / FDsPerDevice(o))
+	return int(float64(l.Soft-fdReserve) / FDsPerDevice(o))
 }

@@ -3,6 +3,7 @@ package fleet
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,8 +12,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
+	"github.com/mosemu/mosemu/emu/flash"
 	"github.com/mosemu/mosemu/internal/atomicfile"
 )
 
@@ -245,7 +248,14 @@ func (f *Fleet) WriteManifest(path, shard string) error {
 	if err != nil {
 		return err
 	}
-	return atomicfile.Write(path, b)
+	// At the descriptor limit, the flash images written while booting
+	// close within flash.IdleClose and free what writing the file needs.
+	for deadline := time.Now().Add(3 * flash.IdleClose); ; time.Sleep(100 * time.Millisecond) {
+		err = atomicfile.Write(path, b)
+		if !errors.Is(err, syscall.EMFILE) || time.Now().After(deadline) {
+			return err
+		}
+	}
 }
 
 func jsonIndent(v any) ([]byte, error) {
