@@ -141,6 +141,7 @@ func fleetSection(sizes []int) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	fmt.Fprintf(&b, "Machine: %s; load average %s when the fleet runs began (the machine is shared: figures are lower bounds).\n\n", cpuModel(), loadAverage())
 	b.WriteString("| devices | start | stop | peak RSS | devices per GiB | fds per device | messages/s |\n|---|---|---|---|---|---|---|\n")
 	for _, n := range sizes {
 		fmt.Fprintf(os.Stderr, "bench: fleet of %d devices\n", n)
@@ -169,4 +170,35 @@ func parseSizes(s string) ([]int, error) {
 		out = append(out, n)
 	}
 	return out, nil
+}
+
+// cpuModel names the processor from /proc/cpuinfo.
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "unknown CPU"
+	}
+	n, model := 0, ""
+	for _, l := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(l, ":")
+		if !ok {
+			continue
+		}
+		switch strings.TrimSpace(k) {
+		case "processor":
+			n++
+		case "model name":
+			model = strings.TrimSpace(v)
+		}
+	}
+	return fmt.Sprintf("%d × %s", n, model)
+}
+
+// loadAverage is the 1-minute load average, or "unknown".
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) > 0 {
+		return f[0]
+	}
+	return "unknown"
 }
