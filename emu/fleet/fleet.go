@@ -156,8 +156,9 @@ func (f Failure) Error() string { return fmt.Sprintf("device %d (%s): %v", f.Num
 // Fleet is a set of running devices.
 type Fleet struct {
 	Opts    Options
-	Members []*Member // in device-number order
-	Failed  []Failure // in device-number order
+	Members []*Member     // in device-number order
+	Devices []*emu.Device // the devices of Members, in the same order
+	Failed  []Failure     // in device-number order
 	Started time.Duration
 
 	counters Counters
@@ -193,15 +194,6 @@ func (f *Fleet) syncNow(wait time.Duration) {
 	case <-done:
 	case <-time.After(wait):
 	}
-}
-
-// Devices returns the running devices.
-func (f *Fleet) Devices() []*emu.Device {
-	out := make([]*emu.Device, len(f.Members))
-	for i, m := range f.Members {
-		out[i] = m.Device
-	}
-	return out
 }
 
 // BrokerAddr is the broker address host tools use to reach the devices.
@@ -363,6 +355,7 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 		switch {
 		case members[k] != nil:
 			f.Members = append(f.Members, members[k])
+			f.Devices = append(f.Devices, members[k].Device)
 		case fails[k] != nil:
 			n := first + k
 			f.Failed = append(f.Failed, Failure{Number: n, Dir: filepath.Join(o.StateDir, DirName(n)), Err: fails[k]})
