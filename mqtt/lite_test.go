@@ -2,6 +2,7 @@ package mqtt
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"strings"
@@ -148,4 +149,50 @@ func TestLiteClientRefusedAndWill(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no will after a lost connection")
 	}
+}
+
+// FuzzLiteClientStream feeds the client arbitrary bytes from the broker
+// after a CONNACK: it must neither panic nor hang, and it ends the
+// connection on garbage.
+func FuzzLiteClientStream(f *testing.F) {
+	for _, s := range [][]byte{
+		{0x30, 0x07, 0x00, 0x03, 'a', '/', 'b', 'h', 'i'},             // PUBLISH QoS 0
+		{0x32, 0x09, 0x00, 0x03, 'a', '/', 'b', 0x00, 0x01, 'h', 'i'}, // PUBLISH QoS 1
+		{0x34, 0x09, 0x00, 0x03, 'a', '/', 'b', 0x00, 0x02, 'h', 'i'}, // PUBLISH QoS 2
+		{0x36, 0x05, 0x00, 0x01, 'x', 0x00, 0x01},                     // PUBLISH with QoS 3
+		{0x62, 0x02, 0x00, 0x01, 0x40, 0x02, 0x00, 0x07, 0xd0, 0x00},  // PUBREL, PUBACK, PINGRESP
+		{0x90, 0x03, 0x00, 0x01, 0x80, 0xb0, 0x02, 0x00, 0x01},        // SUBACK refused, UNSUBACK
+		{0x30, 0xff, 0xff, 0xff, 0xff, 0x7f},                          // bad remaining length
+		{0x20, 0x02, 0x00, 0x00},                                      // a second CONNACK
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, stream []byte) {
+		cli, srv := net.Pipe()
+		o := paho.NewClientOptions().AddBroker("tcp://fuzz:1883").SetClientID("fuzz").SetConnectTimeout(time.Second).
+			SetConnectRetryInterval(time.Hour)
+		o.SetCustomOpenConnectionFn(func(*url.URL, paho.ClientOptions) (net.Conn, error) { return cli, nil })
+		o.SetDefaultPublishHandler(func(paho.Client, paho.Message) {})
+		c := newLiteClient(o)
+		done := make(chan struct{})
+		go func() { // the broker: read CONNECT, answer, then the stream
+			defer close(done)
+			buf := make([]byte, 256)
+			srv.SetDeadline(time.Now().Add(5 * time.Second))
+			if _, err := srv.Read(buf); err != nil {
+				return
+			}
+			srv.Write([]byte{0x20, 0x02, 0x00, 0x00})
+			go io.Copy(io.Discard, srv) // the client's acks
+			srv.Write(stream)
+			srv.Close()
+		}()
+		if err := c.dial(); err != nil {
+			t.Fatal(err)
+		}
+		c.Subscribe("a/#", 1, nil)
+		c.Publish("t", 1, false, "x")
+		<-done
+		c.Disconnect(0)
+	})
 }
