@@ -91,7 +91,7 @@ func (b *Broker) Close() error {
 	for _, cl := range b.srv.Clients.GetAll() {
 		cl.Stop(errors.New("broker closing"))
 	}
-	for deadline := time.Now().Add(2 * time.Second); b.srv.Clients.Len() > 0 && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(time.Second); b.srv.Clients.Len() > 0 && time.Now().Before(deadline); {
 		time.Sleep(5 * time.Millisecond)
 	}
 	return b.srv.Close()

@@ -421,7 +421,7 @@ func (f *Fleet) Close() {
 		return
 	}
 	close(f.stopSync)
-	defer f.syncNow(2 * time.Second)
+	defer f.syncNow(500 * time.Millisecond)
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 256)
 	for _, m := range f.Members {
