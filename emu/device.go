@@ -57,6 +57,9 @@ type Options struct {
 	// MQTTUser and MQTTPass are the credentials used with MQTTBroker while
 	// the config leaves mqtt.user empty.
 	MQTTUser, MQTTPass string
+	// MAC, when set (12 hex digits), is a new ESP8266's factory MAC instead
+	// of one derived from Seed; an ESP32's comes from its efuses (Seed).
+	MAC string
 	// DeferSync leaves flushing the state to the disk to the host, which
 	// syncs the whole filesystem now and then (atomicfile.SyncFS): a new
 	// device's files are created without fsync and the flash image is
@@ -118,7 +121,7 @@ func New(opts Options) (*Device, error) {
 			return nil, err
 		}
 	}
-	id, _, err := loadIdentity(opts.StateDir, Identity{Arch: orDefault(opts.Arch, "esp32"), Seed: opts.Seed, FlashEncryption: opts.FlashEncryption})
+	id, _, err := loadIdentity(opts.StateDir, newIdentity(opts))
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package emu
 
 import (
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -73,7 +74,7 @@ func precreateIdentity(opts Options) error {
 	if err := os.MkdirAll(opts.StateDir, 0o755); err != nil {
 		return err
 	}
-	return atomicfile.WriteDeferred(path, mustJSON(Identity{Arch: orDefault(opts.Arch, "esp32"), Seed: opts.Seed, FlashEncryption: opts.FlashEncryption}))
+	return atomicfile.WriteDeferred(path, mustJSON(newIdentity(opts)))
 }
 
 // saveNewEfuses writes a new chip's factory efuses.
@@ -86,4 +87,24 @@ func (d *Device) saveNewEfuses() error {
 		return err
 	}
 	return atomicfile.WriteDeferred(d.efusePath(), b)
+}
+
+// newIdentity is the identity of a new device made with opts.
+func newIdentity(opts Options) Identity {
+	id := Identity{Arch: orDefault(opts.Arch, "esp32"), Seed: opts.Seed, FlashEncryption: opts.FlashEncryption}
+	if b, _ := BoardFor(id.Arch); !b.HasEfuses {
+		id.MAC = opts.MAC
+	}
+	return id
+}
+
+// parseMAC parses 12 hex digits.
+func parseMAC(s string) ([6]byte, bool) {
+	var m [6]byte
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != 6 {
+		return m, false
+	}
+	copy(m[:], b)
+	return m, true
 }

@@ -63,8 +63,8 @@ func (d *Device) mac() [6]byte {
 	}
 	copy(m[:3], oui[:])
 	copy(m[3:], h[:3])
-	if d.id.Seed < 1<<24 { // a fleet's device number: unique MACs and ids, as on the ESP32
-		m[3], m[4], m[5] = byte(d.id.Seed>>16), byte(d.id.Seed>>8), byte(d.id.Seed)
+	if fixed, ok := parseMAC(d.id.MAC); ok { // set at creation (a fleet's numbered devices)
+		return fixed
 	}
 	return m
 }

@@ -248,7 +248,7 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 			port = ports.take()
 		}
 		eo := emu.Options{Arch: o.Arch, StateDir: m.Dir, HTTPAddr: net.JoinHostPort(httpHost, strconv.Itoa(port)),
-			Seed: Seed(n), Schemas: schemas, Serial: o.Serial, DeferSync: true,
+			Seed: Seed(n), MAC: fmt.Sprintf("5CCF7F%06d", n), Schemas: schemas, Serial: o.Serial, DeferSync: true,
 			TLSHandshakeLatency: m.TLSLatency, TLSDynamicBuffers: o.TLSDynamicBuffers,
 			MQTTUser: o.MQTTUser, MQTTPass: o.MQTTPass}
 		if m.WrongCredentials {

@@ -403,3 +403,18 @@ func TestFleetRestartKeepsIdentity(t *testing.T) {
 		t.Fatalf("flash after restart: %q", got)
 	}
 }
+
+func TestFleetESP8266Identity(t *testing.T) {
+	b := startBroker(t, mqtt.BrokerOptions{})
+	dir := t.TempDir()
+	f := startFleet(t, Options{Count: 2, First: 1234, Arch: "esp8266", Broker: b, StateDir: dir})
+	d := f.Members[1].Device
+	if d.MAC() != "5CCF7F001235" || d.DeviceID() != "esp8266_001235" {
+		t.Fatalf("device 1235: MAC %s, id %s", d.MAC(), d.DeviceID())
+	}
+	f.Close()
+	g := startFleet(t, Options{Count: 2, First: 1234, Arch: "esp8266", Broker: b, StateDir: dir})
+	if mac := g.Members[1].Device.MAC(); mac != "5CCF7F001235" {
+		t.Fatalf("after restart: MAC %s", mac)
+	}
+}
