@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Installs the real peers the interop tests talk to, when they are missing:
-# mosquitto, openssl and curl from Debian, esptool-js from npm (into the test
+# mosquitto, openssl, curl and chromium from Debian, esptool-js from npm (into the test
 # directory that pins its version). Safe to run repeatedly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v node >/dev/null 2>&1 || need+=(nodejs npm)
+command -v chromium >/dev/null 2>&1 || need+=(chromium) # lab console browser tests (chromedp)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "installing ${need[*]} from Debian"

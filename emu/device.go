@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mosemu/mosemu/atca"
@@ -21,7 +22,10 @@ import (
 	"github.com/mosemu/mosemu/emu/console"
 	"github.com/mosemu/mosemu/emu/flash"
 	"github.com/mosemu/mosemu/emu/flashenc"
+	"github.com/mosemu/mosemu/emu/observe"
 	"github.com/mosemu/mosemu/emu/uart"
+	"github.com/mosemu/mosemu/emu/wifi"
+	"github.com/mosemu/mosemu/rpc"
 )
 
 // Options configure a Device.
@@ -38,6 +42,9 @@ type Options struct {
 	Serial bool
 	// Console receives a copy of the console log (e.g. os.Stderr); may be nil.
 	Console io.Writer
+	// Hub receives the device's events (console lines, RPC calls, efuse
+	// burns, flash writes); nil gives the device a hub of its own.
+	Hub *observe.Hub
 	// Seed, when non-zero, fixes the per-unit values of a new device.
 	Seed uint64
 	// FlashEncryption marks a new device's bootloader as built with flash
@@ -60,6 +67,10 @@ type Options struct {
 	// MAC, when set (12 hex digits), is a new ESP8266's factory MAC instead
 	// of one derived from Seed; an ESP32's comes from its efuses (Seed).
 	MAC string
+	// ParentLocked skips the state directory's own lock: the caller holds
+	// the lock of a directory above it for all its devices (a fleet, see
+	// LockStateDir), and each device saves a file descriptor.
+	ParentLocked bool
 	// DeferSync leaves flushing the state to the disk to the host, which
 	// syncs the whole filesystem now and then (atomicfile.SyncFS): a new
 	// device's files are created without fsync and the flash image is
@@ -74,9 +85,15 @@ type Options struct {
 	// as the real board (ESP32 1-3 s, ESP8266 7-15 s), for testing client
 	// timeouts. Off by default.
 	TLSHandshakeLatency bool
+	// WiFiAPs are the access points the device's Wi-Fi sees when it scans.
+	WiFiAPs []wifi.AP
 	// Wiring, when non-nil, rewires the board (saved in the state file);
 	// nil keeps the state's wiring (DefaultWiring on a new board).
 	Wiring []Wire
+	// Services, when set, registers extra RPC methods at every boot, after
+	// the firmware's own (custom firmware code: tests, lab scenarios). They
+	// run under the device's supervisor like every other handler.
+	Services func(r rpc.Registrar)
 }
 
 // Device is one emulated board. Its methods are safe for concurrent use.
@@ -93,18 +110,34 @@ type Device struct {
 	mu       sync.Mutex
 	fw       *firmware // running firmware, nil when halted or in download mode
 	httpAddr string    // actual host address of the HTTP server, kept across reboots
+	httpTLS  bool      // the HTTP server runs TLS (http.ssl_cert set)
+	httpPort string    // the firmware's http.listen_addr
 	closed   bool
 	bootErr  error
 	ctx      context.Context
 
 	downloading bool // the ROM loader owns the UART
 
-	rebootMu  sync.Mutex
-	rebootDue time.Time
+	rebootMu    sync.Mutex
+	rebootDue   time.Time
+	rebootTimer *time.Timer // the pending reboot, nil when none
 
 	efuses *efuse.Efuses // nil on boards without an efuse controller
 	chip   *atca.Chip    // the ATECC608A on the I2C bus
 	crypt  *flashenc.View
+
+	mqttLog *mqttLog // console over MQTT (debug.stderr_topic)
+
+	hub       *observe.Hub  // where the device reports events (inspect.go)
+	holdDL    bool          // download mode held from outside (HoldDownload)
+	powerCut  bool          // Close without flushing the serial port (PowerOff)
+	releaseDL chan struct{} // ends a held download mode
+
+	crashes atomic.Int64 // firmware crashes since the process started
+	bootGen atomic.Int64 // incremented on every boot
+
+	lock   *stateLock // held from New to Close
+	httpUp bool       // the HTTP server of the running firmware listens
 
 	ownSchema *configs.Schema
 	macFn     func() [6]byte // factory MAC source; nil derives it from the seed
@@ -112,10 +145,37 @@ type Device struct {
 
 // New opens (or creates) the device state in opts.StateDir. The device does
 // not run until Start.
-func New(opts Options) (*Device, error) {
+//
+// Options are validated before anything is written, and the state
+// directory is locked (ErrStateInUse names the holder's pid) until Close.
+func New(opts Options) (d *Device, err error) {
 	if opts.StateDir == "" {
 		return nil, errors.New("emu: Options.StateDir is required")
 	}
+	if opts.Arch != "" {
+		if _, err := BoardFor(opts.Arch); err != nil {
+			return nil, fmt.Errorf("emu: %w", err)
+		}
+	}
+	if opts.HTTPAddr != "" {
+		if _, _, err := net.SplitHostPort(opts.HTTPAddr); err != nil {
+			return nil, fmt.Errorf("emu: bad HTTP address %q: %v", opts.HTTPAddr, err)
+		}
+	}
+	if err := os.MkdirAll(opts.StateDir, 0o755); err != nil {
+		return nil, err
+	}
+	var lock *stateLock
+	if !opts.ParentLocked {
+		if lock, err = lockState(opts.StateDir); err != nil {
+			return nil, err
+		}
+	}
+	defer func() {
+		if err != nil {
+			lock.unlock()
+		}
+	}()
 	if opts.DeferSync {
 		if err := precreateIdentity(opts); err != nil {
 			return nil, err
@@ -135,12 +195,14 @@ func New(opts Options) (*Device, error) {
 		}
 	}
 	board, _ := BoardFor(id.Arch)
-	d := &Device{opts: opts, board: board, id: id, httpAddr: orDefault(opts.HTTPAddr, "127.0.0.1:0")}
+	d = &Device{opts: opts, board: board, id: id, httpAddr: orDefault(opts.HTTPAddr, "127.0.0.1:0"), lock: lock}
 	d.out = console.NewOutput()
 	if opts.Console != nil {
 		d.out.AddSink(&console.WriterSink{W: opts.Console})
 	}
 	d.log = console.NewLogger(d.out)
+	d.mqttLog = &mqttLog{protect: d.protect}
+	d.out.AddSink(d.mqttLog)
 	if board.HasEfuses {
 		if d.efuses, err = efuse.Load(d.efusePath(), id.Seed); err != nil {
 			return nil, fmt.Errorf("emu: %s: %w", d.efusePath(), err)
@@ -165,6 +227,8 @@ func New(opts Options) (*Device, error) {
 		return nil, err
 	}
 	d.flash.DeferSync(opts.DeferSync)
+	d.releaseDL = make(chan struct{}, 1)
+	d.attachObservers()
 	if opts.Serial {
 		if d.port, err = uart.Open(); err != nil {
 			d.flash.Close()
@@ -203,6 +267,19 @@ func (d *Device) HTTPAddr() string {
 	defer d.mu.Unlock()
 	return d.httpAddr
 }
+
+// HTTPServing reports whether the firmware's HTTP server is listening on
+// HTTPAddr now (false while halted, rebooting, or with http.enable off).
+func (d *Device) HTTPServing() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.httpUp
+}
+
+// ErrHostBind is in the boot error when a host address the device needs
+// (its HTTP server's) cannot be bound: unlike a firmware failure, the
+// device cannot be reached at all.
+var ErrHostBind = errors.New("cannot bind the host address")
 
 // Efuses returns the ESP32 efuses, or nil on an ESP8266.
 func (d *Device) Efuses() *efuse.Efuses { return d.efuses }
@@ -254,15 +331,21 @@ func (d *Device) Close() error {
 	}
 	d.closed = true
 	d.stopLocked()
+	noFlush := d.powerCut
 	d.mu.Unlock()
 	if d.port != nil {
-		d.port.Flush(200 * time.Millisecond)
+		if !noFlush {
+			d.port.Flush(200 * time.Millisecond)
+		}
 		d.port.Close()
 	}
-	return d.flash.Close()
+	err := d.flash.Close()
+	d.lock.unlock()
+	return err
 }
 
 func (d *Device) stopLocked() {
+	d.cancelReboot() // the firmware's timers die with it
 	if d.fw != nil {
 		d.fw.stop()
 		d.fw = nil
@@ -270,7 +353,8 @@ func (d *Device) stopLocked() {
 }
 
 func (d *Device) bootLocked() error {
-	fw, err := d.boot()
+	d.bootGen.Add(1)
+	fw, err := d.bootSupervised()
 	d.bootErr = err
 	if err != nil {
 		d.log.Error(err.Error(), console.Src("mgos_init.c", 115))

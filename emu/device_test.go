@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -110,6 +111,7 @@ func TestEveryChannel(t *testing.T) {
 				t.Fatalf("RPC.Ping = %s", ping)
 			}
 			putGet(t, c, "/"+tc.name+".bin", data[:tc.size])
+			call(t, c, "FS.Remove", map[string]any{"filename": tc.name + ".bin"}) // the fs holds ca.pem and conf0.json too
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			_, err := c.Call(ctx, "No.Such", nil)
@@ -185,6 +187,11 @@ func TestKill9LosesNothing(t *testing.T) {
 	call(t, c, "Config.Set", map[string]any{"config": map[string]any{"device": map[string]any{"sn": "SN-123"}}, "save": true})
 	secret := bytes.Repeat([]byte("kept "), 4000)
 	putGet(t, c, "/kept.txt", secret)
+	// A second device on the same state is refused while the first runs,
+	// naming it; the lock dies with it (kill -9 included).
+	if _, err := New(Options{StateDir: dir}); !errors.Is(err, ErrStateInUse) || !strings.Contains(err.Error(), fmt.Sprintf("process %d", cmd.Process.Pid)) {
+		t.Fatalf("second device on a running state: %v", err)
+	}
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
 

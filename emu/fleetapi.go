@@ -108,3 +108,14 @@ func parseMAC(s string) ([6]byte, bool) {
 	copy(m[:], b)
 	return m, true
 }
+
+// LockStateDir takes the lock a device takes on its state directory (see
+// ErrStateInUse) for dir, and returns its release: a fleet locks its state
+// directory once for all its devices (Options.ParentLocked).
+func LockStateDir(dir string) (release func(), err error) {
+	l, err := lockState(dir)
+	if err != nil {
+		return nil, err
+	}
+	return l.unlock, nil
+}

@@ -35,6 +35,7 @@ type fleetFlags struct {
 	probeRate      float64
 	statsEvery     time.Duration
 	metricsAddr    string
+	uiAddr         string
 }
 
 func fleetCmd() *cobra.Command {
@@ -100,6 +101,7 @@ non-zero when more than --max-failures devices failed to start.`,
 	fl.Float64Var(&ff.probeRate, "probe-rate", 5, "Sys.GetInfo calls per second over MQTT to random devices, for RPC latency (0 = none)")
 	fl.DurationVar(&ff.statsEvery, "stats-every", 10*time.Second, "print stats this often (0 = never)")
 	fl.StringVar(&ff.metricsAddr, "metrics", "", "serve Prometheus metrics on this host address (e.g. 127.0.0.1:9100) at /metrics")
+	fl.StringVar(&ff.uiAddr, "ui", "", "serve the lab console (a list of the devices, a page for each) on this host address")
 	return c
 }
 
@@ -200,6 +202,13 @@ func runFleet(cmd *cobra.Command, ff *fleetFlags) error {
 	}
 	connected := f.WaitConnected(ctx, ff.connectWait)
 	printFleetStart(stdout, f, connected, manifest, shardName)
+	if ff.uiAddr != "" {
+		ui, err := fleetUI(ff.uiAddr, f.Devices)
+		if err != nil {
+			return err
+		}
+		defer ui.Close()
+	}
 
 	stats := f.NewStats()
 	stats.Take()

@@ -23,17 +23,6 @@ import (
 	"github.com/mosemu/mosemu/rpc/client"
 )
 
-// buildMosemu builds the binary once per test run.
-func buildMosemu(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "mosemu")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // startMosquitto runs a real mosquitto on a free loopback port. Outside CI
 // a missing mosquitto skips the test; in CI it fails it.
 func startMosquitto(t *testing.T) string {

@@ -15,7 +15,8 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(runCmd(), fleetCmd(), efuseCmd(), flashCmd(), benchCmd(), fwBundle8266Cmd())
+	root.AddCommand(runCmd(), fleetCmd(), efuseCmd(), flashCmd(), benchCmd(), fwBundleCmd(), fwBundle8266Cmd())
+	root.AddCommand(snapshotCmd(), labCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "mosemu:", err)
 		os.Exit(1)

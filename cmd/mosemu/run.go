@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -17,6 +18,9 @@ func runCmd() *cobra.Command {
 	var opts emu.Options
 	var quiet, broker bool
 	var brokerAddr, externalBroker string
+	var lo labOptions
+	var wifiAPs []string
+	var wifiAPsFile string
 	var wires []string
 	c := &cobra.Command{
 		Use:   "run",
@@ -30,6 +34,9 @@ The console log is mirrored to stderr unless --quiet.`,
 				opts.Console = os.Stderr
 			}
 			opts.Serial = true
+			if err := addWiFiAPs(&opts, wifiAPs, wifiAPsFile); err != nil {
+				return err
+			}
 			for _, w := range wires {
 				wire, err := emu.ParseWire(w)
 				if err != nil {
@@ -52,14 +59,18 @@ The console log is mirrored to stderr unless --quiet.`,
 				opts.MQTTBroker = b.Addr()
 			}
 			start := time.Now()
-			d, err := emu.New(opts)
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			seat, err := openSeat(ctx, opts, lo)
 			if err != nil {
 				return err
 			}
-			defer d.Close()
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
+			defer seat.Close()
+			d := seat.Device()
 			if err := d.Start(ctx); err != nil {
+				if errors.Is(err, emu.ErrHostBind) {
+					return fmt.Errorf("the device cannot start: %w", err)
+				}
 				fmt.Fprintf(os.Stderr, "mosemu: boot failed: %v (the ROM loader still answers on %s)\n", err, d.SerialPath())
 			}
 			if opts.FlashEncryption && !d.Identity().FlashEncryption {
@@ -69,6 +80,13 @@ The console log is mirrored to stderr unless --quiet.`,
 				d.Reboot()
 			}
 			printWhere(d, time.Since(start))
+			if lo.ui != "" {
+				ui, err := startUI(seat, lo)
+				if err != nil {
+					return err
+				}
+				defer ui.Close()
+			}
 			<-ctx.Done()
 			fmt.Fprintln(os.Stderr, "mosemu: shutting down")
 			return nil
@@ -85,16 +103,30 @@ The console log is mirrored to stderr unless --quiet.`,
 	f.BoolVar(&broker, "broker", true, "start an embedded MQTT broker and connect the device to it (unless its config names another mqtt.server)")
 	f.StringVar(&brokerAddr, "broker-addr", "127.0.0.1:1883", "address of the embedded MQTT broker")
 	f.StringVar(&externalBroker, "external-broker", "", "connect the device to this MQTT broker (host:port) instead of an embedded one")
+	f.StringArrayVar(&wifiAPs, "wifi-ap", nil, "an access point the device's Wi-Fi sees, SSID[:PASSWORD[:RSSI]] (repeatable)")
+	f.StringVar(&wifiAPsFile, "wifi-aps", "", `JSON file of access points: [{"ssid":"Lab","pass":"secret123","rssi":-60,"channel":6,"net":"10.0.0.0/24"}]`)
 	f.StringArrayVar(&wires, "wire", nil, "wire a part to the board's GPIOs, kept in the state: atecc608a:sda=12,scl=14,addr=0x60 or atecc608a:none (default: ESP8266 SDA 12/SCL 14, ESP32 SDA 32/SCL 33, at 0x60)")
+	lo.flags(f)
 	return c
 }
 
 func printWhere(d *emu.Device, took time.Duration) {
 	id := d.Identity()
-	fmt.Printf("mosemu: %s device up in %v (state %s)\n", id.Arch, took.Round(time.Millisecond), d.StateDir())
-	if a := d.HTTPAddr(); a != "" {
-		fmt.Printf("  RPC over WebSocket: mos --port ws://%s/rpc call Sys.GetInfo\n", a)
-		fmt.Printf("  RPC over HTTP:      curl http://%s/rpc/Sys.GetInfo\n", a)
+	state := "up"
+	if d.BootError() != nil {
+		state = "halted (firmware not running)"
+	}
+	fmt.Printf("mosemu: %s device %s in %v (state %s)\n", id.Arch, state, took.Round(time.Millisecond), d.StateDir())
+	if a := d.HTTPAddr(); a != "" && d.HTTPServing() {
+		ws, web, k := "ws", "http", ""
+		if d.HTTPTLS() {
+			ws, web, k = "wss", "https", "-k "
+		}
+		fmt.Printf("  RPC over WebSocket: mos --port %s://%s/rpc call Sys.GetInfo\n", ws, a)
+		fmt.Printf("  RPC over HTTP:      curl %s%s://%s/rpc/Sys.GetInfo\n", k, web, a)
+		if la := d.HTTPListenAddr(); la != "" {
+			fmt.Printf("  (the device's http.listen_addr %s is served on the host at %s; --http changes it)\n", la, a)
+		}
 	}
 	if p := d.SerialPath(); p != "" {
 		fmt.Printf("  Serial (console, RPC, ROM loader): mos --port %s console\n", p)

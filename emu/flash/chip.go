@@ -34,6 +34,11 @@ type Chip struct {
 	idle    *time.Timer                 // closes file after IdleClose without writes
 	closed  bool
 	noSync  bool // the host syncs the filesystem: no fsync when closing an idle file
+
+	// OnChange, when set before the chip is used, is called after every
+	// program (erase=false) or erase of [off, off+n), outside the chip's
+	// lock, e.g. to redraw a lab console's flash map.
+	OnChange func(off, n int64, erase bool)
 }
 
 // DeferSync, when on, closes the idle backing file without fsync: the host
@@ -211,6 +216,9 @@ func (c *Chip) WriteAt(p []byte, off int64) (int, error) {
 	if err := c.check(off, int64(len(p))); err != nil {
 		return 0, err
 	}
+	if c.OnChange != nil {
+		defer c.OnChange(off, int64(len(p)), false)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for n := 0; n < len(p); {
@@ -254,6 +262,9 @@ func (c *Chip) Erase(off, n int64) error {
 	}
 	if err := c.check(off, n); err != nil {
 		return err
+	}
+	if c.OnChange != nil {
+		defer c.OnChange(off, n, true)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

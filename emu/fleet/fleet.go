@@ -80,6 +80,11 @@ type Options struct {
 	// Progress, when set, is called about every ProgressEvery while starting.
 	Progress      func(started, failed, total int, elapsed time.Duration)
 	ProgressEvery time.Duration
+
+	// Customize, when set, adjusts the options of the k-th device of this
+	// process (0-based) before it is created (e.g. extra RPC services on
+	// some devices).
+	Customize func(k int, o *emu.Options)
 }
 
 // Check validates the options.
@@ -164,6 +169,7 @@ type Fleet struct {
 	counters Counters
 	closing  atomic.Bool
 	stopSync chan struct{}
+	unlock   func() // releases the state directory's lock
 }
 
 // SyncEvery is how often a fleet flushes its devices' state to the disk:
@@ -218,7 +224,13 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 	if err := os.MkdirAll(o.StateDir, 0o755); err != nil {
 		return nil, err
 	}
-	f := &Fleet{Opts: o}
+	// One lock for the fleet's state directory instead of one descriptor
+	// per device (emu.Options.ParentLocked).
+	unlock, err := emu.LockStateDir(o.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	f := &Fleet{Opts: o, unlock: unlock}
 	schemas := &configs.Schemas{} // one read-only schema for the whole fleet
 	var console *lineWriter
 	if o.Console != nil {
@@ -248,7 +260,7 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 			port = ports.take()
 		}
 		eo := emu.Options{Arch: o.Arch, StateDir: m.Dir, HTTPAddr: net.JoinHostPort(httpHost, strconv.Itoa(port)),
-			Seed: Seed(n), MAC: fmt.Sprintf("5CCF7F%06d", n), Schemas: schemas, Serial: o.Serial, DeferSync: true,
+			Seed: Seed(n), MAC: fmt.Sprintf("5CCF7F%06d", n), Schemas: schemas, Serial: o.Serial, DeferSync: true, ParentLocked: true,
 			TLSHandshakeLatency: m.TLSLatency, TLSDynamicBuffers: o.TLSDynamicBuffers,
 			MQTTUser: o.MQTTUser, MQTTPass: o.MQTTPass}
 		if m.WrongCredentials {
@@ -262,6 +274,9 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 		}
 		if console != nil {
 			eo.Console = &prefixed{w: console, prefix: fmt.Sprintf("[%s] ", DeviceID(o.Arch, n))}
+		}
+		if o.Customize != nil {
+			o.Customize(k, &eo)
 		}
 		d, err := emu.New(eo)
 		if err == nil {
@@ -421,6 +436,7 @@ func (f *Fleet) Close() {
 		return
 	}
 	close(f.stopSync)
+	defer f.unlock()
 	defer f.syncNow(500 * time.Millisecond)
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 256)

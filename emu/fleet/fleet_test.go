@@ -10,7 +10,6 @@ import (
 	"regexp"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -131,8 +130,7 @@ func TestFleetFileDescriptors(t *testing.T) {
 
 func TestFleetManifestAndConsole(t *testing.T) {
 	b := startBroker(t, mqtt.BrokerOptions{})
-	var console bytes.Buffer
-	cw := &syncBuffer{b: &console}
+	cw := &syncBuffer{}
 	dir := t.TempDir()
 	f := startFleet(t, Options{Count: 3, First: 41, Broker: b, StateDir: dir, Console: cw})
 	path := filepath.Join(dir, "fleet.json")
@@ -323,23 +321,6 @@ func TestOptionsRefused(t *testing.T) {
 			t.Errorf("telemetry %+v accepted", tm)
 		}
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  *bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // BenchmarkIdleDeviceMemory boots a fleet connected to an embedded broker

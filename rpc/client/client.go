@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 
 	"github.com/mosemu/mosemu/internal/digest"
 	"github.com/mosemu/mosemu/rpc"
@@ -28,11 +27,9 @@ type transport interface {
 
 // Client calls methods on one device.
 type Client struct {
-	t        transport
-	user     string
-	pass     string
-	mu       sync.Mutex
-	httpAuth *httpAuthState
+	t    transport
+	user string
+	pass string
 }
 
 // Option configures Dial.
