@@ -61,8 +61,8 @@ type Options struct {
 	// MQTTDial, when set, opens the connection to MQTTBroker without a
 	// socket (the in-process pipe of an embedded broker, mqtt.Broker.Dial).
 	MQTTDial func() (net.Conn, error)
-	// MQTTUser and MQTTPass are the credentials used with MQTTBroker while
-	// the config leaves mqtt.user empty.
+	// MQTTUser and MQTTPass, when MQTTUser is set, are provisioned with
+	// MQTTBroker as mqtt.user and mqtt.pass.
 	MQTTUser, MQTTPass string
 	// MAC, when set (12 hex digits), is a new ESP8266's factory MAC instead
 	// of one derived from Seed; an ESP32's comes from its efuses (Seed).

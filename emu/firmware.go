@@ -222,11 +222,8 @@ func (d *Device) startMQTT(fw *firmware) {
 	}
 	user, pass := cfg.String("mqtt.user"), cfg.String("mqtt.pass")
 	var dial func() (net.Conn, error)
-	if server == d.opts.MQTTBroker && cfg.String("mqtt.server") != server && tc == nil { // the host's broker, not a configured one
+	if server == d.opts.MQTTBroker && tc == nil { // the host's embedded broker: an in-process pipe
 		dial = d.opts.MQTTDial
-		if d.opts.MQTTUser != "" && user == "" {
-			user, pass = d.opts.MQTTUser, d.opts.MQTTPass
-		}
 	}
 	fw.mqtt = mqtt.Start(mqtt.Config{
 		TLS: tc, Dial: dial,
