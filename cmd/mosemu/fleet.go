@@ -161,6 +161,15 @@ func runFleet(cmd *cobra.Command, ff *fleetFlags) error {
 			" Starting anyway: the devices beyond it will fail.\n", lim.Soft, lim.Hard, lim.Devices(*o), o.Count, lim.Need)
 	}
 
+	var metricsL net.Listener // bound before the devices take their ports
+	if ff.metricsAddr != "" {
+		l, err := net.Listen("tcp", ff.metricsAddr)
+		if err != nil {
+			return fmt.Errorf("fleet: --metrics: %w", err)
+		}
+		defer l.Close()
+		metricsL = l
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if o.BrokerAddr == "" {
@@ -233,12 +242,8 @@ func runFleet(cmd *cobra.Command, ff *fleetFlags) error {
 			run(func() { p.Run(bg, ff.probeRate, 10*time.Second) })
 		}
 	}
-	if ff.metricsAddr != "" {
-		l, err := net.Listen("tcp", ff.metricsAddr)
-		if err != nil {
-			stopBG()
-			return fmt.Errorf("fleet: --metrics: %w", err)
-		}
+	if metricsL != nil {
+		l := metricsL
 		srv := &http.Server{Handler: stats.MetricsHandler(), ReadHeaderTimeout: 5 * time.Second}
 		go srv.Serve(l)
 		defer srv.Close()
