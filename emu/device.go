@@ -67,6 +67,9 @@ type Options struct {
 	// MAC, when set (12 hex digits), is a new ESP8266's factory MAC instead
 	// of one derived from Seed; an ESP32's comes from its efuses (Seed).
 	MAC string
+	// SectorPool, when set, shares identical flash sectors with the other
+	// devices using the same pool (a fleet's factory images), copy on write.
+	SectorPool *flash.SectorPool
 	// ParentLocked skips the state directory's own lock: the caller holds
 	// the lock of a directory above it for all its devices (a fleet, see
 	// LockStateDir), and each device saves a file descriptor.
@@ -227,6 +230,9 @@ func New(opts Options) (d *Device, err error) {
 		return nil, err
 	}
 	d.flash.DeferSync(opts.DeferSync)
+	if opts.SectorPool != nil {
+		d.flash.SetPool(opts.SectorPool)
+	}
 	d.releaseDL = make(chan struct{}, 1)
 	d.attachObservers()
 	if opts.Serial {

@@ -34,6 +34,8 @@ type Chip struct {
 	idle    *time.Timer                 // closes file after IdleClose without writes
 	closed  bool
 	noSync  bool // the host syncs the filesystem: no fsync when closing an idle file
+	pool    *SectorPool    // shares identical sectors between chips; nil = none
+	shared  map[int64]bool // sectors pointing into the pool (copy on write)
 
 	// OnChange, when set before the chip is used, is called after every
 	// program (erase=false) or erase of [off, off+n), outside the chip's
@@ -227,6 +229,12 @@ func (c *Chip) WriteAt(p []byte, off int64) (int, error) {
 		chunk := min(len(p)-n, SectorSize-in)
 		src := p[n : n+chunk]
 		sec := c.sectors[s]
+		if sec != nil && c.shared[s] { // copy on write
+			own := *sec
+			sec = &own
+			c.sectors[s] = sec
+			delete(c.shared, s)
+		}
 		if sec == nil {
 			if allErased(src) {
 				n += chunk
@@ -238,6 +246,9 @@ func (c *Chip) WriteAt(p []byte, off int64) (int, error) {
 		}
 		for i, b := range src {
 			sec[in+i] &= b
+		}
+		if chunk == SectorSize {
+			c.internLocked(s, sec)
 		}
 		if f, err := c.backing(); err != nil {
 			return n, err
@@ -270,6 +281,7 @@ func (c *Chip) Erase(off, n int64) error {
 	defer c.mu.Unlock()
 	for s := off / SectorSize; s < (off+n)/SectorSize; s++ {
 		delete(c.sectors, s)
+		delete(c.shared, s)
 	}
 	if c.path == "" || n == 0 {
 		return nil

@@ -187,3 +187,44 @@ func TestBackingFileOpenOnlyWhileWritten(t *testing.T) {
 		t.Fatalf("reopened image holds % x", b)
 	}
 }
+
+// TestSectorPoolCopyOnWrite: chips sharing a pool hold one copy of an
+// identical sector, and a write to it changes that chip only.
+func TestSectorPoolCopyOnWrite(t *testing.T) {
+	pool := NewSectorPool()
+	a, b := NewMemory(4*SectorSize), NewMemory(4*SectorSize)
+	a.SetPool(pool)
+	b.SetPool(pool)
+	img := bytes.Repeat([]byte{0x5A}, SectorSize)
+	for _, c := range []*Chip{a, b} {
+		if _, err := c.WriteAt(img, SectorSize); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if a.sectors[1] != b.sectors[1] {
+		t.Fatal("identical sectors not shared")
+	}
+	if _, err := a.WriteAt([]byte{0x00}, SectorSize+7); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, SectorSize)
+	b.ReadAt(got, SectorSize)
+	if !bytes.Equal(got, img) {
+		t.Fatal("a write through one chip changed the other")
+	}
+	a.ReadAt(got, SectorSize)
+	if got[7] != 0x00 || got[8] != 0x5A {
+		t.Fatalf("chip a reads % x", got[:9])
+	}
+	if err := b.Erase(SectorSize, SectorSize); err != nil {
+		t.Fatal(err)
+	}
+	b.WriteAt([]byte{0x11}, SectorSize)
+	c := NewMemory(4 * SectorSize)
+	c.SetPool(pool)
+	c.WriteAt(img, SectorSize)
+	c.ReadAt(got, SectorSize)
+	if !bytes.Equal(got, img) {
+		t.Fatal("pooled content changed by an erase and write elsewhere")
+	}
+}

@@ -26,6 +26,7 @@ import (
 
 	"github.com/mosemu/mosemu/configs"
 	"github.com/mosemu/mosemu/emu"
+	"github.com/mosemu/mosemu/emu/flash"
 	"github.com/mosemu/mosemu/internal/atomicfile"
 	"github.com/mosemu/mosemu/mqtt"
 )
@@ -231,7 +232,8 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 		return nil, err
 	}
 	f := &Fleet{Opts: o, unlock: unlock}
-	schemas := &configs.Schemas{} // one read-only schema for the whole fleet
+	schemas := &configs.Schemas{}    // one read-only schema for the whole fleet
+	sectors := flash.NewSectorPool() // one copy of the factory image's sectors
 	var console *lineWriter
 	if o.Console != nil {
 		console = &lineWriter{w: o.Console}
@@ -260,7 +262,7 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 			port = ports.take()
 		}
 		eo := emu.Options{Arch: o.Arch, StateDir: m.Dir, HTTPAddr: net.JoinHostPort(httpHost, strconv.Itoa(port)),
-			Seed: Seed(n), MAC: fmt.Sprintf("5CCF7F%06d", n), Schemas: schemas, Serial: o.Serial, DeferSync: true, ParentLocked: true,
+			Seed: Seed(n), MAC: fmt.Sprintf("5CCF7F%06d", n), Schemas: schemas, Serial: o.Serial, DeferSync: true, ParentLocked: true, SectorPool: sectors,
 			TLSHandshakeLatency: m.TLSLatency, TLSDynamicBuffers: o.TLSDynamicBuffers,
 			MQTTUser: o.MQTTUser, MQTTPass: o.MQTTPass}
 		if m.WrongCredentials {
