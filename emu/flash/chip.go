@@ -33,7 +33,7 @@ type Chip struct {
 	file    *os.File                    // open backing file, nil while idle
 	idle    *time.Timer                 // closes file after IdleClose without writes
 	closed  bool
-	noSync  bool // the host syncs the filesystem: no fsync when closing an idle file
+	noSync  bool           // the host syncs the filesystem: no fsync when closing an idle file
 	pool    *SectorPool    // shares identical sectors between chips; nil = none
 	shared  map[int64]bool // sectors pointing into the pool (copy on write)
 
