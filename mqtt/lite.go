@@ -318,7 +318,12 @@ func (c *liteClient) readLoop(conn net.Conn, r *bufio.Reader) {
 		if pk, err = packets.ReadPacket(r); err != nil {
 			break
 		}
-		c.handle(pk)
+		// The reader never waits: over an in-process pipe (no socket
+		// buffers) a reader blocked on an ack write or on a lock held by a
+		// blocked writer would deadlock with the broker writing to us.
+		// Acks may go out in any order; a PUBCOMP cannot overtake its
+		// PUBREC's handling, which sends the PUBREL it answers.
+		go c.handle(pk)
 	}
 	c.lost(conn, err)
 }
