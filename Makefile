@@ -29,8 +29,10 @@ test: test-deps
 test-short:
 	$(GO) test -short ./...
 
+# FLEET: fleet sizes measured (make bench FLEET=1000,10000 adds the 10,000-device run).
+FLEET ?= 1000
 bench:
-	$(GO) run ./cmd/mosemu bench --out BENCHMARKS.md
+	$(GO) run ./cmd/mosemu bench --out BENCHMARKS.md --fleet $(FLEET)
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)

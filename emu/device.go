@@ -59,6 +59,28 @@ type Options struct {
 	// MQTT) is then on without any configuration. A configured mqtt.server
 	// is used as configured.
 	MQTTBroker string
+	// MQTTDial, when set, opens the connection to MQTTBroker without a
+	// socket (the in-process pipe of an embedded broker, mqtt.Broker.Dial).
+	MQTTDial func() (net.Conn, error)
+	// MQTTUser and MQTTPass, when MQTTUser is set, are provisioned with
+	// MQTTBroker as mqtt.user and mqtt.pass.
+	MQTTUser, MQTTPass string
+	// MAC, when set (12 hex digits), is a new ESP8266's factory MAC instead
+	// of one derived from Seed; an ESP32's comes from its efuses (Seed).
+	MAC string
+	// SectorPool, when set, shares identical flash sectors with the other
+	// devices using the same pool (a fleet's factory images), copy on write.
+	SectorPool *flash.SectorPool
+	// ParentLocked skips the state directory's own lock: the caller holds
+	// the lock of a directory above it for all its devices (a fleet, see
+	// LockStateDir), and each device saves a file descriptor.
+	ParentLocked bool
+	// DeferSync leaves flushing the state to the disk to the host, which
+	// syncs the whole filesystem now and then (atomicfile.SyncFS): a new
+	// device's files are created without fsync and the flash image is
+	// closed after writes without one. Atomicity is kept (rename); only
+	// durability across a host crash waits for the host's sync. For fleets.
+	DeferSync bool
 	// TLSDynamicBuffers models mbedTLS with the dynamic-buffer patch (about
 	// 1 KiB per idle TLS connection) instead of the default static 16 KiB
 	// record buffers each way.
@@ -161,16 +183,23 @@ func New(opts Options) (d *Device, err error) {
 	if err := os.MkdirAll(opts.StateDir, 0o755); err != nil {
 		return nil, err
 	}
-	lock, err := lockState(opts.StateDir)
-	if err != nil {
-		return nil, err
+	var lock *stateLock
+	if !opts.ParentLocked {
+		if lock, err = lockState(opts.StateDir); err != nil {
+			return nil, err
+		}
 	}
 	defer func() {
 		if err != nil {
 			lock.unlock()
 		}
 	}()
-	id, _, err := loadIdentity(opts.StateDir, Identity{Arch: orDefault(opts.Arch, "esp32"), Seed: opts.Seed, FlashEncryption: opts.FlashEncryption})
+	if opts.DeferSync {
+		if err := precreateIdentity(opts); err != nil {
+			return nil, err
+		}
+	}
+	id, _, err := loadIdentity(opts.StateDir, newIdentity(opts))
 	if err != nil {
 		return nil, err
 	}
@@ -196,8 +225,10 @@ func New(opts Options) (d *Device, err error) {
 		if d.efuses, err = efuse.Load(d.efusePath(), id.Seed); err != nil {
 			return nil, fmt.Errorf("emu: %s: %w", d.efusePath(), err)
 		}
-		if err := d.efuses.Save(d.efusePath()); err != nil {
-			return nil, err
+		if _, err := os.Stat(d.efusePath()); errors.Is(err, fs.ErrNotExist) { // a new chip's factory efuses
+			if err := d.saveNewEfuses(); err != nil {
+				return nil, err
+			}
 		}
 		d.macFn = d.efuses.MAC
 	}
@@ -214,6 +245,10 @@ func New(opts Options) (d *Device, err error) {
 	_, statErr := os.Stat(flashPath)
 	if d.flash, err = flash.Open(flashPath, board.FlashSize); err != nil {
 		return nil, err
+	}
+	d.flash.DeferSync(opts.DeferSync)
+	if opts.SectorPool != nil {
+		d.flash.SetPool(opts.SectorPool)
 	}
 	d.attachObservers()
 	if errors.Is(statErr, fs.ErrNotExist) {

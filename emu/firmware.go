@@ -219,9 +219,14 @@ func (d *Device) startMQTT(fw *firmware) {
 		}
 		d.superviseVerifier(tc)
 	}
+	user, pass := cfg.String("mqtt.user"), cfg.String("mqtt.pass")
+	var dial func() (net.Conn, error)
+	if server == d.opts.MQTTBroker && tc == nil { // the host's embedded broker: an in-process pipe
+		dial = d.opts.MQTTDial
+	}
 	fw.mqtt = mqtt.Start(mqtt.Config{
-		TLS:    tc,
-		Server: server, ClientID: cfg.String("mqtt.client_id"), User: cfg.String("mqtt.user"), Pass: cfg.String("mqtt.pass"),
+		TLS: tc, Dial: dial,
+		Server: server, ClientID: cfg.String("mqtt.client_id"), User: user, Pass: pass,
 		KeepAlive: time.Duration(cfg.Int("mqtt.keep_alive")) * time.Second, CleanSession: cfg.Bool("mqtt.clean_session"),
 		WillTopic: cfg.String("mqtt.will_topic"), WillMessage: cfg.String("mqtt.will_message"), WillRetain: cfg.Bool("mqtt.will_retain"),
 		ReconnectMin: time.Duration(cfg.Float("mqtt.reconnect_timeout_min") * float64(time.Second)),

@@ -93,6 +93,9 @@ func (d *Device) mac() [6]byte {
 	}
 	copy(m[:3], oui[:])
 	copy(m[3:], h[:3])
+	if fixed, ok := parseMAC(d.id.MAC); ok { // set at creation (a fleet's numbered devices)
+		return fixed
+	}
 	return m
 }
 

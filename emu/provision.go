@@ -69,7 +69,11 @@ func (d *Device) provision(fsys afero.Fs) error {
 	name := configs.FileName(ProvisionLevel)
 	var want []byte
 	if b := d.opts.MQTTBroker; b != "" {
-		v := map[string]any{"mqtt": map[string]any{"enable": true, "server": b}}
+		m := map[string]any{"enable": true, "server": b}
+		if d.opts.MQTTUser != "" { // a fleet's broker credentials
+			m["user"], m["pass"] = d.opts.MQTTUser, d.opts.MQTTPass
+		}
+		v := map[string]any{"mqtt": m}
 		want, _ = json.MarshalIndent(v, "", "  ")
 		want = append(want, '\n')
 	}

@@ -31,6 +31,9 @@ type Identity struct {
 	// with flash encryption enabled: a boot with FLASH_CRYPT_CNT even
 	// encrypts the flash in place and burns the efuses.
 	FlashEncryption bool `json:"flash_encryption,omitempty"`
+	// MAC, on boards without efuses (ESP8266), is the factory MAC as 12 hex
+	// digits when it was fixed at creation instead of derived from Seed.
+	MAC string `json:"mac,omitempty"`
 	// Wiring is how parts sit on the board's GPIOs (nil: DefaultWiring).
 	Wiring []Wire `json:"wiring,omitempty"`
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -32,6 +33,9 @@ type Config struct {
 	ReconnectMin time.Duration
 	ReconnectMax time.Duration
 	TLS          *tls.Config // nil for plain TCP
+	// Dial, when set, opens the connection instead of a TCP (or TLS)
+	// connection to Server: the in-process pipe to an embedded broker.
+	Dial func() (net.Conn, error)
 
 	DeviceID   string
 	RPC        bool // rpc.mqtt.enable
@@ -97,6 +101,7 @@ type Client struct {
 	c    paho.Client
 	mu   sync.Mutex
 	conn bool
+	nc   net.Conn      // the current network connection, for Drop
 	busy chan struct{} // one token per request being handled
 }
 
@@ -135,6 +140,7 @@ func Start(cfg Config, log *slog.Logger) *Client {
 	if cfg.TLS != nil {
 		o.SetTLSConfig(cfg.TLS)
 	}
+	o.SetCustomOpenConnectionFn(m.open)
 	o.SetDefaultPublishHandler(func(c paho.Client, msg paho.Message) {
 		m.guard("MQTT message", func() {
 			if strings.HasPrefix(msg.Topic(), cfg.DeviceID+"/rpc") {
@@ -156,7 +162,7 @@ func Start(cfg Config, log *slog.Logger) *Client {
 		log.Info("MQTT0 connecting to "+addr, "src", "mgos_mqtt_conn.c:468")
 	})
 	log.Info("MQTT0 connecting to "+addr, "src", "mgos_mqtt_conn.c:468")
-	m.c = paho.NewClient(o)
+	m.c = newLiteClient(o) // one goroutine per connection, see lite.go
 	m.c.Connect()
 	return m
 }
@@ -252,6 +258,43 @@ func (m *Client) Publish(topic string, qos byte, retain bool, payload []byte) er
 	t := m.c.Publish(topic, qos, retain, payload)
 	t.WaitTimeout(5 * time.Second)
 	return t.Error()
+}
+
+// open opens the network connection: Config.Dial, or TCP to the broker with
+// TLS on top when configured. It remembers the connection for Drop.
+func (m *Client) open(u *url.URL, o paho.ClientOptions) (net.Conn, error) {
+	var nc net.Conn
+	var err error
+	switch {
+	case m.cfg.Dial != nil:
+		nc, err = m.cfg.Dial()
+	case m.cfg.TLS != nil:
+		d := &net.Dialer{Timeout: o.ConnectTimeout}
+		nc, err = tls.DialWithDialer(d, "tcp", u.Host, m.cfg.TLS)
+	default:
+		nc, err = net.DialTimeout("tcp", u.Host, o.ConnectTimeout)
+	}
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	m.nc = nc
+	m.mu.Unlock()
+	return nc, nil
+}
+
+// Drop closes the network connection under the session, as a network
+// outage or a broker-side disconnect would; the client reconnects with its
+// usual back-off. It reports whether there was a connection to drop.
+func (m *Client) Drop() bool {
+	m.mu.Lock()
+	nc := m.nc
+	m.nc = nil
+	m.mu.Unlock()
+	if nc == nil {
+		return false
+	}
+	return nc.Close() == nil
 }
 
 // Close disconnects.

@@ -32,7 +32,7 @@ var ratios = []struct{ name, baseline, what string }{
 var benchLine = regexp.MustCompile(`^(Benchmark\w+?)(-\d+)?\s+(\d+)\s+(.*)$`)
 
 func benchCmd() *cobra.Command {
-	var out, benchtime string
+	var out, benchtime, fleetSizes string
 	c := &cobra.Command{
 		Use:   "bench",
 		Short: "Run the project's benchmarks (needs the source tree and Go) and write the figures",
@@ -85,6 +85,15 @@ func benchCmd() *cobra.Command {
 				sort.Strings(parts)
 				fmt.Fprintf(&md, "| %s | %s |\n", n, strings.Join(parts, ", "))
 			}
+			if sizes, err := parseSizes(fleetSizes); err != nil {
+				return err
+			} else if len(sizes) > 0 {
+				sec, err := fleetSection(sizes)
+				if err != nil {
+					return err
+				}
+				md.WriteString(sec)
+			}
 			fmt.Print(md.String())
 			if out == "" {
 				return nil
@@ -94,6 +103,7 @@ func benchCmd() *cobra.Command {
 	}
 	c.Flags().StringVar(&out, "out", "", "also write the figures to this Markdown file")
 	c.Flags().StringVar(&benchtime, "benchtime", "1s", "go test -benchtime")
+	c.Flags().StringVar(&fleetSizes, "fleet", "1000", "fleet sizes to measure, e.g. 1000,10000 (\"\" for none)")
 	return c
 }
 

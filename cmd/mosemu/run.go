@@ -17,7 +17,7 @@ import (
 func runCmd() *cobra.Command {
 	var opts emu.Options
 	var quiet, broker bool
-	var brokerAddr string
+	var brokerAddr, externalBroker string
 	var lo labOptions
 	var wifiAPs []string
 	var wifiAPsFile string
@@ -43,6 +43,9 @@ The console log is mirrored to stderr unless --quiet.`,
 					return err
 				}
 				opts.Wiring = append(opts.Wiring, wire)
+			}
+			if externalBroker != "" {
+				opts.MQTTBroker, broker = externalBroker, false
 			}
 			if broker {
 				b, err := mqtt.StartBroker(brokerAddr, nil)
@@ -103,6 +106,7 @@ The console log is mirrored to stderr unless --quiet.`,
 	f.BoolVar(&opts.TLSDynamicBuffers, "mbedtls-dynamic-buffers", false, "model mbedTLS with the dynamic-buffer patch (~1 KiB per idle TLS connection instead of ~40 KiB)")
 	f.BoolVar(&broker, "broker", true, "start an embedded MQTT broker and connect the device to it (unless its config names another mqtt.server)")
 	f.StringVar(&brokerAddr, "broker-addr", "127.0.0.1:1883", "address of the embedded MQTT broker")
+	f.StringVar(&externalBroker, "external-broker", "", "connect the device to this MQTT broker (host:port) instead of an embedded one")
 	f.StringArrayVar(&wifiAPs, "wifi-ap", nil, "an access point the device's Wi-Fi sees, SSID[:PASSWORD[:RSSI]] (repeatable)")
 	f.StringVar(&wifiAPsFile, "wifi-aps", "", `JSON file of access points: [{"ssid":"Lab","pass":"secret123","rssi":-60,"channel":6,"net":"10.0.0.0/24"}]`)
 	f.StringArrayVar(&wires, "wire", nil, "wire a part to the board's GPIOs, kept in the state: atecc608a:sda=12,scl=14,addr=0x60 or atecc608a:none (default: ESP8266 SDA 12/SCL 14, ESP32 SDA 32/SCL 33, at 0x60)")

@@ -7,6 +7,7 @@ import (
 	"os"
 	"sort"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -20,17 +21,39 @@ import (
 // to the file before the call returns, so a process killed at any instant
 // leaves the file exactly as the flash would be after a power cut at that
 // instant; the filesystem on top is designed to survive that.
+//
+// The backing file is open only while the chip is being written: it is
+// closed (after an fsync) once writes have paused for IdleClose, so that
+// a process hosting thousands of idle devices holds no descriptor for them.
 type Chip struct {
 	mu      sync.RWMutex
 	size    int64
 	sectors map[int64]*[SectorSize]byte // sector index -> contents; absent = erased
-	file    *os.File                    // nil for a memory-only chip
+	path    string                      // backing file; "" for a memory-only chip
+	file    *os.File                    // open backing file, nil while idle
+	idle    *time.Timer                 // closes file after IdleClose without writes
+	closed  bool
+	noSync  bool           // the host syncs the filesystem: no fsync when closing an idle file
+	pool    *SectorPool    // shares identical sectors between chips; nil = none
+	shared  map[int64]bool // sectors pointing into the pool (copy on write)
 
 	// OnChange, when set before the chip is used, is called after every
 	// program (erase=false) or erase of [off, off+n), outside the chip's
 	// lock, e.g. to redraw a lab console's flash map.
 	OnChange func(off, n int64, erase bool)
 }
+
+// DeferSync, when on, closes the idle backing file without fsync: the host
+// makes the filesystem durable itself (a fleet's periodic syncfs), and so
+// does Close.
+func (c *Chip) DeferSync(on bool) {
+	c.mu.Lock()
+	c.noSync = on
+	c.mu.Unlock()
+}
+
+// IdleClose is how long the backing file stays open after the last write.
+const IdleClose = time.Second
 
 // NewMemory returns a blank (all 0xFF) chip of size bytes kept only in memory.
 func NewMemory(size int64) *Chip {
@@ -64,11 +87,64 @@ func Open(path string, size int64) (*Chip, error) {
 	}
 	c := NewMemory(size)
 	c.file = f
-	if err := c.load(); err != nil {
-		f.Close()
+	err = c.load()
+	c.file = nil
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return nil, fmt.Errorf("flash: loading %s: %w", path, err)
 	}
+	c.path = path
 	return c, nil
+}
+
+// backing returns the open backing file, opening it if needed, or nil for
+// a memory-only chip. c.mu is held for writing.
+func (c *Chip) backing() (*os.File, error) {
+	if c.path == "" {
+		return nil, nil
+	}
+	if c.closed {
+		return nil, errors.New("flash: chip closed")
+	}
+	if c.file == nil {
+		f, err := os.OpenFile(c.path, os.O_RDWR, 0)
+		if err != nil {
+			return nil, fmt.Errorf("flash: reopening the image: %w", err)
+		}
+		c.file = f
+	}
+	if c.idle == nil {
+		c.idle = time.AfterFunc(IdleClose, c.closeIdle)
+	} else {
+		c.idle.Reset(IdleClose)
+	}
+	return c.file, nil
+}
+
+// closeIdle syncs and closes the backing file after a pause in writes.
+func (c *Chip) closeIdle() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.file == nil {
+		return
+	}
+	if !c.noSync {
+		c.file.Sync()
+	}
+	c.file.Close()
+	c.file = nil
+}
+
+// OpenFiles reports whether the backing file is open now (1) or not (0).
+func (c *Chip) OpenFiles() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.file != nil {
+		return 1
+	}
+	return 0
 }
 
 // load reads the data regions of the sparse backing file into memory.
@@ -153,6 +229,12 @@ func (c *Chip) WriteAt(p []byte, off int64) (int, error) {
 		chunk := min(len(p)-n, SectorSize-in)
 		src := p[n : n+chunk]
 		sec := c.sectors[s]
+		if sec != nil && c.shared[s] { // copy on write
+			own := *sec
+			sec = &own
+			c.sectors[s] = sec
+			delete(c.shared, s)
+		}
 		if sec == nil {
 			if allErased(src) {
 				n += chunk
@@ -165,12 +247,17 @@ func (c *Chip) WriteAt(p []byte, off int64) (int, error) {
 		for i, b := range src {
 			sec[in+i] &= b
 		}
-		if c.file != nil {
+		if chunk == SectorSize {
+			c.internLocked(s, sec)
+		}
+		if f, err := c.backing(); err != nil {
+			return n, err
+		} else if f != nil {
 			inv := make([]byte, chunk)
 			for i := range inv {
 				inv[i] = sec[in+i] ^ 0xFF
 			}
-			if _, err := c.file.WriteAt(inv, pos); err != nil {
+			if _, err := f.WriteAt(inv, pos); err != nil {
 				return n, fmt.Errorf("flash: persisting program at %#x: %w", pos, err)
 			}
 		}
@@ -194,18 +281,23 @@ func (c *Chip) Erase(off, n int64) error {
 	defer c.mu.Unlock()
 	for s := off / SectorSize; s < (off+n)/SectorSize; s++ {
 		delete(c.sectors, s)
+		delete(c.shared, s)
 	}
-	if c.file == nil || n == 0 {
+	if c.path == "" || n == 0 {
 		return nil
 	}
-	err := unix.Fallocate(int(c.file.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
+	f, err := c.backing()
+	if err != nil {
+		return err
+	}
+	err = unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
 	if err == nil {
 		return nil
 	}
 	// No hole punching on this filesystem: write the inverted 0xFF bytes.
 	zero := make([]byte, SectorSize)
 	for pos := off; pos < off+n; pos += SectorSize {
-		if _, err := c.file.WriteAt(zero, pos); err != nil {
+		if _, err := f.WriteAt(zero, pos); err != nil {
 			return fmt.Errorf("flash: persisting erase at %#x: %w", pos, err)
 		}
 	}
@@ -225,19 +317,31 @@ func (c *Chip) UsedSectors() []int64 {
 }
 
 // Sync flushes the backing file to stable storage.
+// An idle chip has nothing to flush: its file was synced when it closed.
 func (c *Chip) Sync() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.file == nil {
 		return nil
 	}
 	return c.file.Sync()
 }
 
-// Close syncs and closes the backing file.
+// Close syncs and closes the backing file; later writes fail.
 func (c *Chip) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
+	if c.idle != nil {
+		c.idle.Stop()
+	}
 	if c.file == nil {
 		return nil
 	}
-	err := c.file.Sync()
+	var err error
+	if !c.noSync {
+		err = c.file.Sync()
+	}
 	if cerr := c.file.Close(); err == nil {
 		err = cerr
 	}

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"syscall"
 	"testing"
+	"time"
 )
 
 func TestChipProgramErase(t *testing.T) {
@@ -134,5 +135,96 @@ func BenchmarkChipWrite4K(b *testing.B) {
 		off := int64(i%1024) * SectorSize
 		c.Erase(off, SectorSize)
 		c.WriteAt(buf, off)
+	}
+}
+
+// TestBackingFileOpenOnlyWhileWritten checks that the image file is closed
+// after a pause in writes, reopened by the next write, and that both
+// writes persist.
+func TestBackingFileOpenOnlyWhileWritten(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "flash.bin")
+	c, err := Open(path, 4*SectorSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.OpenFiles() != 0 {
+		t.Fatal("image open before any write")
+	}
+	if _, err := c.WriteAt([]byte{0x12}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if c.OpenFiles() != 1 {
+		t.Fatal("image not open while written")
+	}
+	deadline := time.Now().Add(IdleClose + 5*time.Second)
+	for c.OpenFiles() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("image still open after the idle delay")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := c.Erase(SectorSize, SectorSize); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.WriteAt([]byte{0x34}, SectorSize+1); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.WriteAt([]byte{0}, 0); err == nil {
+		t.Fatal("write after Close succeeded")
+	}
+	r, err := Open(path, 4*SectorSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	b := make([]byte, 2)
+	r.ReadAt(b[:1], 0)
+	r.ReadAt(b[1:], SectorSize+1)
+	if b[0] != 0x12 || b[1] != 0x34 {
+		t.Fatalf("reopened image holds % x", b)
+	}
+}
+
+// TestSectorPoolCopyOnWrite: chips sharing a pool hold one copy of an
+// identical sector, and a write to it changes that chip only.
+func TestSectorPoolCopyOnWrite(t *testing.T) {
+	pool := NewSectorPool()
+	a, b := NewMemory(4*SectorSize), NewMemory(4*SectorSize)
+	a.SetPool(pool)
+	b.SetPool(pool)
+	img := bytes.Repeat([]byte{0x5A}, SectorSize)
+	for _, c := range []*Chip{a, b} {
+		if _, err := c.WriteAt(img, SectorSize); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if a.sectors[1] != b.sectors[1] {
+		t.Fatal("identical sectors not shared")
+	}
+	if _, err := a.WriteAt([]byte{0x00}, SectorSize+7); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, SectorSize)
+	b.ReadAt(got, SectorSize)
+	if !bytes.Equal(got, img) {
+		t.Fatal("a write through one chip changed the other")
+	}
+	a.ReadAt(got, SectorSize)
+	if got[7] != 0x00 || got[8] != 0x5A {
+		t.Fatalf("chip a reads % x", got[:9])
+	}
+	if err := b.Erase(SectorSize, SectorSize); err != nil {
+		t.Fatal(err)
+	}
+	b.WriteAt([]byte{0x11}, SectorSize)
+	c := NewMemory(4 * SectorSize)
+	c.SetPool(pool)
+	c.WriteAt(img, SectorSize)
+	c.ReadAt(got, SectorSize)
+	if !bytes.Equal(got, img) {
+		t.Fatal("pooled content changed by an erase and write elsewhere")
 	}
 }

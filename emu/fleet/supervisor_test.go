@@ -68,7 +68,7 @@ func TestPanickingHandlerCrashesOnlyItsDevice(t *testing.T) {
 	}
 	defer b.Close()
 	consoles := make([]*syncBuffer, 3)
-	f, err := Start(context.Background(), Options{Count: 3, StateDir: t.TempDir(), MQTTBroker: b.Addr(),
+	f, err := Start(context.Background(), Options{Count: 3, StateDir: t.TempDir(), BrokerAddr: b.Addr(),
 		Customize: func(i int, o *emu.Options) {
 			consoles[i] = &syncBuffer{}
 			o.Console = consoles[i]
@@ -86,7 +86,7 @@ func TestPanickingHandlerCrashesOnlyItsDevice(t *testing.T) {
 		t.Fatalf("fleet: %v %v", err, f.Failed)
 	}
 	defer f.Close()
-	if n := f.WaitConnected(15 * time.Second); n != 3 {
+	if n := f.WaitConnected(context.Background(), 15*time.Second); n != 3 {
 		t.Fatalf("%d of 3 devices connected to MQTT", n)
 	}
 	victim := f.Devices[0]

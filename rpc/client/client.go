@@ -1,6 +1,7 @@
 // Package client is a Go RPC client for Mongoose OS devices (and mosemu)
 // speaking the same wire formats as the mos tool: WebSocket (ws://,
-// wss://), HTTP POST (http://, https://) and serial (a path or serial://),
+// wss://), HTTP POST (http://, https://), serial (a path or serial://) and
+// MQTT (mqtt://broker:port/device_id, mqtts://),
 // with digest authentication retried as mos does.
 package client
 
@@ -48,8 +49,8 @@ func WithCredentials(user, pass string) Option {
 // WithTLS sets the TLS config for wss:// and https://.
 func WithTLS(c *tls.Config) Option { return func(o *options) { o.tls = c } }
 
-// Dial connects to url: ws://host/rpc, http://host/rpc, /dev/pts/N or
-// serial:///dev/pts/N.
+// Dial connects to url: ws://host/rpc, http://host/rpc, /dev/pts/N,
+// serial:///dev/pts/N or mqtt://broker:port/device_id.
 func Dial(ctx context.Context, url string, opts ...Option) (*Client, error) {
 	var o options
 	for _, f := range opts {
@@ -66,6 +67,8 @@ func Dial(ctx context.Context, url string, opts ...Option) (*Client, error) {
 		c.t, err = dialWS(ctx, url, tc)
 	case strings.HasPrefix(url, "http://"), strings.HasPrefix(url, "https://"):
 		c.t = newHTTP(url, tc, c)
+	case strings.HasPrefix(url, "mqtt://"), strings.HasPrefix(url, "mqtts://"):
+		c.t, err = dialMQTT(ctx, url, tc)
 	case strings.HasPrefix(url, "serial://"), strings.HasPrefix(url, "/"):
 		c.t, err = dialSerial(strings.TrimPrefix(url, "serial://"))
 	default:

@@ -1,0 +1,56 @@
+package flash
+
+import (
+	"crypto/sha256"
+	"sync"
+)
+
+// SectorPool shares identical sector contents between the chips of a
+// process: every device of a fleet carries the same factory image
+// (bootloader, partition table, application, filesystem), which would
+// otherwise be held once per device. Shared sectors are copied on write.
+type SectorPool struct {
+	mu sync.Mutex
+	m  map[[sha256.Size]byte]*[SectorSize]byte
+}
+
+// NewSectorPool returns an empty pool.
+func NewSectorPool() *SectorPool {
+	return &SectorPool{m: map[[sha256.Size]byte]*[SectorSize]byte{}}
+}
+
+// intern returns the pool's copy of sec's content, adding sec if new.
+func (p *SectorPool) intern(sec *[SectorSize]byte) *[SectorSize]byte {
+	h := sha256.Sum256(sec[:])
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if q, ok := p.m[h]; ok && *q == *sec {
+		return q
+	}
+	p.m[h] = sec
+	return sec
+}
+
+// SetPool makes the chip share its full-sector contents through p: the
+// sectors it holds now and every sector written whole from now on.
+func (c *Chip) SetPool(p *SectorPool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.pool = p
+	for s, sec := range c.sectors {
+		c.internLocked(s, sec)
+	}
+}
+
+// internLocked replaces sector s by the pool's copy of its content; from
+// then on the sector is shared and a write copies it first.
+func (c *Chip) internLocked(s int64, sec *[SectorSize]byte) {
+	if c.pool == nil {
+		return
+	}
+	if c.shared == nil {
+		c.shared = map[int64]bool{}
+	}
+	c.sectors[s] = c.pool.intern(sec)
+	c.shared[s] = true
+}
