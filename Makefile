@@ -7,10 +7,15 @@ HTTP     ?= 127.0.0.1:8080
 BIN      := bin/mosemu
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@2025.1.1
 
-.PHONY: build run test test-deps test-short bench lint fuzz clean
+.PHONY: build install run test test-deps test-short bench lint fuzz clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/mosemu
+
+# Installs mosemu into $(go env GOBIN), or $(go env GOPATH)/bin when GOBIN
+# is unset: put that directory on PATH (see README).
+install:
+	$(GO) install ./cmd/mosemu
 
 run: build
 	./$(BIN) run --arch $(ARCH) --state $(STATE) --http $(HTTP)

@@ -49,9 +49,13 @@ type Options struct {
 	// is used as configured.
 	MQTTBroker string
 	// TLSDynamicBuffers models mbedTLS with the dynamic-buffer patch (about
-	// 1 KiB per idle TLS connection) instead of the default static 16 KiB
-	// record buffers each way.
+	// 5 KiB per idle TLS connection: idle buffers and the session) instead of
+	// the default static 16 KiB record buffers each way.
 	TLSDynamicBuffers bool
+	// SerialLink is where a symlink to the serial pty is kept while the
+	// device runs (default STATE/serial), so that scripts and `mos --port`
+	// lines survive restarts; "-" makes none.
+	SerialLink string
 	// TLSHandshakeLatency makes the HTTPS server answer handshakes as slowly
 	// as the real board (ESP32 1-3 s, ESP8266 7-15 s), for testing client
 	// timeouts. Off by default.
@@ -84,6 +88,8 @@ type Device struct {
 	efuses *efuse.Efuses // nil on boards without an efuse controller
 	chip   *atca.Chip    // the ATECC608A on the I2C bus
 	crypt  *flashenc.View
+
+	serialLink string // symlink to the pty, "" without one
 
 	ownSchema *configs.Schema
 	macFn     func() [6]byte // factory MAC source; nil derives it from the seed
@@ -136,6 +142,14 @@ func New(opts Options) (*Device, error) {
 			return nil, fmt.Errorf("emu: opening the serial pty: %w", err)
 		}
 		d.out.AddSink(d.port)
+		if link := orDefault(opts.SerialLink, filepath.Join(opts.StateDir, SerialLinkFile)); link != "-" {
+			if err := linkSerial(link, d.port.Path()); err != nil {
+				d.port.Close()
+				d.flash.Close()
+				return nil, fmt.Errorf("emu: %w", err)
+			}
+			d.serialLink = link
+		}
 	}
 	return d, nil
 }
@@ -222,6 +236,9 @@ func (d *Device) Close() error {
 	d.mu.Unlock()
 	if d.port != nil {
 		d.port.Flush(200 * time.Millisecond)
+		if d.serialLink != "" {
+			unlinkSerial(d.serialLink, d.port.Path())
+		}
 		d.port.Close()
 	}
 	return d.flash.Close()

@@ -36,7 +36,7 @@ func benchCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "bench",
 		Short: "Run the project's benchmarks (needs the source tree and Go) and write the figures",
-		Args:  cobra.NoArgs,
+		Args:  exactArgs(0),
 		RunE: func(*cobra.Command, []string) error {
 			args := append([]string{"test", "-run", "^$", "-bench", ".", "-benchtime", benchtime}, benchPackages...)
 			cmd := exec.Command("go", args...)

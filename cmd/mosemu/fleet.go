@@ -25,7 +25,7 @@ func fleetCmd() *cobra.Command {
 HTTP port, started at --rate devices per second and connected to the MQTT
 broker (an embedded one unless --broker-addr names an existing broker).
 Prints a summary, then serves until SIGINT/SIGTERM (or --exit-after).`,
-		Args: cobra.NoArgs,
+		Args: exactArgs(0),
 		RunE: func(*cobra.Command, []string) error {
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
