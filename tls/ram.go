@@ -74,7 +74,7 @@ func (l *Listener) Accept() (net.Conn, error) {
 			return &ramConn{Conn: c, ram: l.RAM, cost: l.Cost}, nil
 		}
 		_, free, _ := l.RAM.Stats()
-		l.Log.Error(fmt.Sprintf("Out of memory: connection from %s needs %d bytes, %d free; closing", c.RemoteAddr(), l.Cost, free),
+		l.Log.Error(fmt.Sprintf("Out of memory: connection from %s needs %d bytes, %d free of which %d are the firmware's reserve; closing", c.RemoteAddr(), l.Cost, free, Reserve),
 			"src", "mongoose.c:2470", "finding", "out of memory")
 		c.Close()
 	}
