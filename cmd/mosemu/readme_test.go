@@ -55,12 +55,20 @@ import (
 	"github.com/mosemu/mosemu/internal/moscli"
 )
 
-// mosStandInEnv makes the test binary act as `mos` (see TestMain).
-const mosStandInEnv = "MOSEMU_README_MOS"
+// mosStandInEnv makes the test binary act as `mos`, and mosemuEnv as
+// mosemu itself (see TestMain).
+const (
+	mosStandInEnv = "MOSEMU_README_MOS"
+	mosemuEnv     = "MOSEMU_TEST_AS_MAIN"
+)
 
 func TestMain(m *testing.M) {
-	if os.Getenv(mosStandInEnv) == "1" {
+	switch {
+	case os.Getenv(mosStandInEnv) == "1":
 		os.Exit(moscli.Main(os.Args[1:], os.Stdout, os.Stderr))
+	case os.Getenv(mosemuEnv) == "1":
+		main()
+		os.Exit(0)
 	}
 	os.Exit(m.Run())
 }
