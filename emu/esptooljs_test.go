@@ -21,10 +21,7 @@ func TestEsptoolJS(t *testing.T) {
 	node, err := exec.LookPath("node")
 	_, modErr := os.Stat(filepath.Join(dir, "node_modules", "esptool-js"))
 	if err != nil || modErr != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("node or esptool-js missing (.ci/deps.sh installs them): %v %v", err, modErr)
-		}
-		t.Skipf("needs node and `npm ci` in %s (make test-deps)", dir)
+		missingPeer(t, "needs node and esptool-js (`npm ci` in %s, run by make test-deps)", dir)
 	}
 	d := startDevice(t, t.TempDir(), true)
 	img := make([]byte, 50000)

@@ -91,6 +91,8 @@ func TestHTTPSAndMutualTLS(t *testing.T) {
 		if err != nil || !strings.Contains(string(out), "channel_info") {
 			t.Fatalf("curl -k: %s %v", out, err)
 		}
+	} else {
+		peerNote(t, "curl not installed: the curl -k part did not run")
 	}
 	// WSS with the Go client, as mos --port wss:// does.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
