@@ -1,8 +1,10 @@
 package emu
 
 import (
+	"bytes"
 	"fmt"
 	"os"
+	"sync"
 	"testing"
 )
 
@@ -29,4 +31,22 @@ func peerNote(t *testing.T, msg string) {
 	}
 	fmt.Fprintf(os.Stderr, "%s: NOTE: %s\n", t.Name(), msg)
 	t.Log(msg)
+}
+
+// lockedBuffer is a bytes.Buffer safe for the console's concurrent writes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -20,10 +20,13 @@ package main
 //     config-get, config-set, --port, --rpc-creds). The substitution is the
 //     only stand-in: a README command that mos would run and the stand-in
 //     does not know fails the test.
-//   - Long-running commands (`make run`, `mosemu run`, `mosemu fleet`, and
-//     their ./bin/mosemu forms) are started in the background, as the reader
-//     starts them in another terminal; the test goes on once they print
-//     their banner and stops them (SIGINT, as Ctrl-C) at the end. Before a
+//   - Long-running commands (`make run`, `mosemu run`, `mosemu fleet`, their
+//     ./bin/mosemu forms, and any line whose comment says "another
+//     terminal") are started in the background, as the reader starts them
+//     in another terminal; the test goes on once they print their banner
+//     (mosemu's "device up" / "devices started" line, or for other commands
+//     their first line plus half a second) and stops them (SIGINT, as
+//     Ctrl-C) at the end. Before a
 //     `mosemu factory-reset --state DIR` line, the device running on DIR is
 //     stopped, as the README tells the reader to stop it first.
 //   - `make test` is not run (it runs this test).
@@ -143,7 +146,7 @@ func readmeBlocks(readme []byte) (blocks [][]readmeCommand, skipped []int) {
 }
 
 var (
-	serverCmd    = regexp.MustCompile(`^(make run\b|(\./bin/)?mosemu (run|fleet)\b)`)
+	serverCmd    = regexp.MustCompile(`^(make run\b|(\./bin/)?mosemu (run|fleet)\b)|\s#.*\banother terminal\b`)
 	expectFail   = regexp.MustCompile(`\s#\s*fails\b`)
 	stateFlag    = regexp.MustCompile(`--state[ =](\S+)`)
 	makeStateVar = regexp.MustCompile(`\bSTATE=(\S+)`)
@@ -363,7 +366,17 @@ func startServer(t *testing.T, dir string, env []string, prelude, text, where st
 	}
 	go func() { s.cmd.Wait(); close(s.done) }()
 	deadline := time.After(3 * time.Minute) // a cold build of the module included
-	for !readyLine.MatchString(s.out.String()) {
+	ready := func() bool { return readyLine.MatchString(s.out.String()) }
+	if !strings.Contains(text, "mosemu") && !strings.HasPrefix(text, "make run") {
+		ready = func() bool { // not a device: up once it has said something
+			if !strings.Contains(s.out.String(), "\n") {
+				return false
+			}
+			time.Sleep(500 * time.Millisecond)
+			return true
+		}
+	}
+	for !ready() {
 		select {
 		case <-s.done:
 			t.Fatalf("%s\n    exited before it was up:\n%s", where, s.out.String())
