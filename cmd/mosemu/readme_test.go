@@ -146,7 +146,8 @@ func readmeBlocks(readme []byte) (blocks [][]readmeCommand, skipped []int) {
 }
 
 var (
-	serverCmd    = regexp.MustCompile(`^(make run\b|(\./bin/)?mosemu (run|fleet)\b)|\s#.*\banother terminal\b`)
+	deviceCmd    = regexp.MustCompile(`^(make run\b|(\./bin/)?mosemu (run|fleet)\b)`)
+	serverCmd    = regexp.MustCompile(deviceCmd.String() + `|\s#.*\banother terminal\b`)
 	expectFail   = regexp.MustCompile(`\s#\s*fails\b`)
 	stateFlag    = regexp.MustCompile(`--state[ =](\S+)`)
 	makeStateVar = regexp.MustCompile(`\bSTATE=(\S+)`)
@@ -367,7 +368,7 @@ func startServer(t *testing.T, dir string, env []string, prelude, text, where st
 	go func() { s.cmd.Wait(); close(s.done) }()
 	deadline := time.After(3 * time.Minute) // a cold build of the module included
 	ready := func() bool { return readyLine.MatchString(s.out.String()) }
-	if !strings.Contains(text, "mosemu") && !strings.HasPrefix(text, "make run") {
+	if !deviceCmd.MatchString(text) {
 		ready = func() bool { // not a device: up once it has said something
 			if !strings.Contains(s.out.String(), "\n") {
 				return false
@@ -438,4 +439,26 @@ func copyTree(src, dst string) error {
 		}
 		return os.WriteFile(filepath.Join(dst, rel), b, info.Mode().Perm())
 	})
+}
+
+func TestReadmeBlocks(t *testing.T) {
+	md := "# t\n\n```sh\nmake run   # starts\n\n# a comment\nmos --port x \\\n  call A\n```\n\n```\noutput, not run\n```\n\n" +
+		readmeSkipMarker + "\n\n```bash\nflash-a-real-board\n```\n\n```go\nfmt.Println()\n```\n\n```shell\nls # fails: ok\n```\n"
+	blocks, skipped := readmeBlocks([]byte(md))
+	got := fmt.Sprint(blocks)
+	want := "[[{4 make run   # starts} {7 mos --port x    call A}] [{26 ls # fails: ok}]]"
+	if got != want || fmt.Sprint(skipped) != "[17]" {
+		t.Fatalf("readmeBlocks = %s, skipped %v\nwant %s, skipped [17]", got, skipped, want)
+	}
+	for text, bg := range map[string]bool{
+		"make run": true, "./bin/mosemu run --state s": true, "mosemu fleet --count 3": true,
+		"mosemu lab --http :0   # in another terminal": true, "mosemu flash dump": false, "mos call run": false,
+	} {
+		if serverCmd.MatchString(text) != bg {
+			t.Errorf("%q: background = %v, want %v", text, !bg, bg)
+		}
+	}
+	if !expectFail.MatchString("mos ls   # fails: 401") || expectFail.MatchString("mos ls   # allowed") {
+		t.Error("expectFail")
+	}
 }
