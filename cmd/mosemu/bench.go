@@ -44,21 +44,31 @@ type benchResult struct {
 }
 
 func benchCmd() *cobra.Command {
-	var out, benchtime string
+	var out, benchtime, from, date string
 	c := &cobra.Command{
 		Use:   "bench",
 		Short: "Run the project's benchmarks (needs the source tree and Go) and write the figures",
 		Args:  exactArgs(0),
 		RunE: func(*cobra.Command, []string) error {
-			args := append([]string{"test", "-run", "^$", "-bench", ".", "-benchtime", benchtime}, benchPackages...)
-			cmd := exec.Command("go", args...)
 			var buf bytes.Buffer
-			cmd.Stdout, cmd.Stderr = &buf, os.Stderr
-			if err := cmd.Run(); err != nil {
-				os.Stdout.Write(buf.Bytes())
-				return err
+			if from != "" {
+				b, err := os.ReadFile(from)
+				if err != nil {
+					return err
+				}
+				buf.Write(b)
+			} else {
+				args := append([]string{"test", "-run", "^$", "-bench", ".", "-benchtime", benchtime}, benchPackages...)
+				cmd := exec.Command("go", args...)
+				cmd.Stdout, cmd.Stderr = io.MultiWriter(&buf, os.Stderr), os.Stderr
+				if err := cmd.Run(); err != nil {
+					return err
+				}
 			}
-			md := benchMarkdown(parseBench(&buf), time.Now().UTC().Format("2006-01-02"), machine())
+			if date == "" {
+				date = time.Now().UTC().Format("2006-01-02")
+			}
+			md := benchMarkdown(parseBench(&buf), date, machine())
 			fmt.Print(md)
 			if out == "" {
 				return nil
@@ -68,6 +78,8 @@ func benchCmd() *cobra.Command {
 	}
 	c.Flags().StringVar(&out, "out", "", "also write the figures to this Markdown file")
 	c.Flags().StringVar(&benchtime, "benchtime", "1s", "go test -benchtime")
+	c.Flags().StringVar(&from, "from", "", "render saved `go test -bench` output (e.g. from CI) instead of running the benchmarks")
+	c.Flags().StringVar(&date, "date", "", "date of the run written in the header (default today)")
 	return c
 }
 
@@ -127,7 +139,11 @@ func benchMarkdown(res []benchResult, date, machine string) string {
 	for _, r := range ratios {
 		a, b := find(r.name), find(r.baseline)
 		if a > 0 && b > 0 {
-			fmt.Fprintf(&md, "| %s | %.2f× slower | %s: %s | %s: %s |\n", r.what, a/b, r.name, duration(a), r.baseline, duration(b))
+			ratio := fmt.Sprintf("%.2f× slower", a/b)
+			if a < b {
+				ratio = fmt.Sprintf("%.2f× faster", b/a)
+			}
+			fmt.Fprintf(&md, "| %s | %s | %s: %s | %s: %s |\n", r.what, ratio, r.name, duration(a), r.baseline, duration(b))
 		}
 	}
 	md.WriteString("\n## All figures\n\n| package | benchmark | figures |\n|---|---|---|\n")
