@@ -108,7 +108,7 @@ func mountRootFS(dev, raw flash.Device, d *Device) (*lfs.FS, error) {
 	}
 	// Erased flash is blank in the raw view; through the encryption engine
 	// it reads as noise.
-	if !isBlank(raw) {
+	if !isBlank(raw) && !isBlank(dev) {
 		return nil, fmt.Errorf("boot: failed to mount the root filesystem: %v; not booting", err)
 	}
 	d.log.Info("Formatting the root filesystem", console.Src("mgos_vfs.c", 314))

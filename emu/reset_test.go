@@ -19,6 +19,7 @@ func TestFactoryReset(t *testing.T) {
 		enc, all bool
 	}{
 		{"plain", false, false},
+		{"flash-encryption", true, false},
 		{"all", false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

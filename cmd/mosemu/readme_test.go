@@ -45,6 +45,7 @@ import (
 	"context"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -388,18 +389,27 @@ func startServer(t *testing.T, dir string, env []string, prelude, text, where st
 		}
 	}
 	t.Logf("    %s", strings.ReplaceAll(strings.TrimSpace(s.out.String()), "\n", "\n    "))
+	if strings.Contains(s.out.String(), "boot failed") {
+		t.Fatalf("%s\n    the device did not boot:\n%s", where, s.out.String())
+	}
 	return s
 }
 
 // freeAddr returns a loopback address with a port nobody listens on now.
+// The port is below Linux's ephemeral range (32768-60999), so that no
+// outgoing connection of another process takes it before the device under
+// test binds it (a port from Listen(":0") is in that range).
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 200 {
+		addr := fmt.Sprintf("127.0.0.1:%d", 22000+rand.IntN(10000))
+		if l, err := net.Listen("tcp", addr); err == nil {
+			l.Close()
+			return addr
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Fatal("no free loopback port in 22000-31999")
+	return ""
 }
 
 // copyTree copies the repository as a fresh clone would have it: without

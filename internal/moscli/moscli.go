@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mosemu/mosemu/rpc"
 	"github.com/mosemu/mosemu/rpc/client"
 )
 
@@ -422,8 +423,9 @@ func (c *cli) waitReboot(ctx context.Context, cl *client.Client) {
 		pctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 		_, err := cl.Call(pctx, "RPC.Ping", nil)
 		cancel()
-		if err != nil {
-			break
+		var rpcErr *rpc.Error
+		if err != nil && !errors.As(err, &rpcErr) {
+			break // the connection dropped; an error reply (403 by an ACL, 418 while shutting down) means it is still up
 		}
 	}
 	u, err := url.Parse(c.port)
