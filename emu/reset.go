@@ -31,10 +31,20 @@ type ResetReport struct {
 // is this very board fresh from the factory.
 //
 // The device must not be running: its process holds the flash in memory.
+// A device whose STATE/serial link points to a live pty is refused.
 func FactoryReset(dir string, all bool) (ResetReport, error) {
 	var r ResetReport
 	if _, err := os.Stat(filepath.Join(dir, StateFile)); err != nil {
 		return r, fmt.Errorf("%s is not a device state directory (no %s): %w", dir, StateFile, err)
+	}
+	// A running device keeps STATE/serial pointing to its pty, which exists
+	// while the process holds it (after a kill -9 the link stays, its pty
+	// goes).
+	link := filepath.Join(dir, SerialLinkFile)
+	if pty, err := os.Readlink(link); err == nil {
+		if _, err := os.Stat(pty); err == nil {
+			return r, fmt.Errorf("the device on %s is running (%s -> %s): stop it first (Ctrl-C)", dir, link, pty)
+		}
 	}
 	if all {
 		for _, name := range []string{FlashFile, EfuseFile, ATCAFile} {

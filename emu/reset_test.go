@@ -74,3 +74,18 @@ func TestFactoryResetRefusesNonState(t *testing.T) {
 		t.Fatalf("FactoryReset created %d files in a directory that was not a device", len(entries))
 	}
 }
+
+// TestFactoryResetRefusesRunningDevice: a device with its serial port up
+// (STATE/serial -> its pty) is not reset under its feet; once it is
+// stopped, it is.
+func TestFactoryResetRefusesRunningDevice(t *testing.T) {
+	dir := t.TempDir()
+	d := startDevice(t, dir, true)
+	if _, err := FactoryReset(dir, false); err == nil || !strings.Contains(err.Error(), "is running") {
+		t.Fatalf("FactoryReset of a running device: %v", err)
+	}
+	d.Close()
+	if _, err := FactoryReset(dir, false); err != nil {
+		t.Fatalf("FactoryReset after the device stopped: %v", err)
+	}
+}

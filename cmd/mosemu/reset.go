@@ -23,7 +23,8 @@ ATECC608A are kept, as a reflash keeps them.
 next start is the same unit (arch, MAC, serial numbers from device.json)
 fresh from the factory.
 
-Stop the device first (Ctrl-C): a running device keeps its flash in memory.`,
+Stop the device first (Ctrl-C): a running device keeps its flash in memory.
+A device whose STATE/serial link points to a live pty is refused.`,
 		Args: exactArgs(0),
 		RunE: func(*cobra.Command, []string) error {
 			r, err := emu.FactoryReset(state, all)
