@@ -56,7 +56,7 @@ func version() string {
 	if rev != "" {
 		parts = append(parts, "revision "+rev[:min(12, len(rev))]+dirty)
 	} else {
-		parts = append(parts, "no VCS revision (built outside a git checkout)")
+		parts = append(parts, "no VCS revision in the build info (built outside a git checkout, or with -buildvcs=false)")
 	}
 	if at != "" {
 		parts = append(parts, at)
