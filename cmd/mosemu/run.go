@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -107,7 +108,8 @@ func printWhere(d *emu.Device, took time.Duration) {
 // not an MQTT broker, an embedded broker on a free port. note says which, in
 // words for the banner; stop closes an embedded broker.
 func findBroker(addr string) (brokerAddr, note string, stop func(), err error) {
-	if perr := mqtt.Probe(addr, time.Second); perr == nil {
+	perr := mqtt.Probe(addr, time.Second)
+	if perr == nil {
 		return addr, fmt.Sprintf("using the broker already answering on %s (another mosemu run?); the device loses it when that one stops", addr), func() {}, nil
 	}
 	b, err := mqtt.StartBroker(addr, nil)
@@ -118,7 +120,11 @@ func findBroker(addr string) (brokerAddr, note string, stop func(), err error) {
 	if b, err = mqtt.StartBroker("127.0.0.1:0", nil); err != nil {
 		return "", "", nil, fmt.Errorf("embedded MQTT broker: %w", err)
 	}
-	return b.Addr(), fmt.Sprintf("%s is taken by something that is not an MQTT broker (%v): embedded broker on %s instead", addr, taken, b.Addr()), func() { b.Close() }, nil
+	what := fmt.Sprintf("%s is taken by something that is not an MQTT broker (%v)", addr, perr)
+	if !errors.Is(taken, syscall.EADDRINUSE) {
+		what = fmt.Sprintf("no MQTT broker answers on %s (%v) and an embedded one cannot listen there (%v)", addr, perr, taken)
+	}
+	return b.Addr(), what + ": embedded broker on " + b.Addr() + " instead", func() { b.Close() }, nil
 }
 
 // stampWriter prefixes each line written to w with the current time, as
