@@ -13,7 +13,9 @@ package main
 //     to hide a command that does not work.
 //   - Each command runs with bash -e -o pipefail in the copy's root and must
 //     exit 0; one whose trailing comment starts with "# fails" must exit
-//     non-zero (e.g. a call the ACL refuses). Lines starting with "export"
+//     non-zero (e.g. a call the ACL refuses), and with "# fails: NNN" print
+//     that code. A comment naming "finding=KIND" requires a background
+//     device to log that finding. Lines starting with "export"
 //     are kept for the commands that follow.
 //   - `mos` is the repository's Go client: a `mos` script first on PATH runs
 //     this test binary as internal/moscli (call, ls, get, put, rm,
@@ -149,7 +151,8 @@ func readmeBlocks(readme []byte) (blocks [][]readmeCommand, skipped []int) {
 var (
 	deviceCmd    = regexp.MustCompile(`^(make run\b|(\./bin/)?mosemu (run|fleet)\b)`)
 	serverCmd    = regexp.MustCompile(deviceCmd.String() + `|\s#.*\banother terminal\b`)
-	expectFail   = regexp.MustCompile(`\s#\s*fails\b`)
+	expectFail   = regexp.MustCompile(`\s#\s*fails\b(?::\s*(\d{3}\b)?)?`)
+	findingNote  = regexp.MustCompile(`\bfinding=([a-z][a-z ]*[a-z])`)
 	stateFlag    = regexp.MustCompile(`--state[ =](\S+)`)
 	makeStateVar = regexp.MustCompile(`\bSTATE=(\S+)`)
 	loopbackAddr = regexp.MustCompile(`127\.0\.0\.1:(\d+)`)
@@ -163,6 +166,8 @@ type server struct {
 	out   *syncBuffer
 	state string
 	done  chan struct{}
+	// findings counts the findings already matched to README lines.
+	findings map[string]int
 }
 
 type syncBuffer struct {
@@ -328,17 +333,38 @@ func TestREADME(t *testing.T) {
 			}
 			t.Log(where)
 			out, err := runShell(work, env, prelude, text)
-			switch fails := expectFail.MatchString(text); {
-			case fails && err == nil:
+			fails := expectFail.FindStringSubmatch(text)
+			switch {
+			case fails != nil && err == nil:
 				t.Fatalf("%s\n    succeeded, the README says it fails:\n%s", where, out)
-			case !fails && err != nil:
+			case fails == nil && err != nil:
 				t.Fatalf("%s\n    %v:\n%s", where, err, out)
+			case fails != nil && fails[1] != "" && !bytes.Contains(out, []byte(fails[1])):
+				t.Fatalf("%s\n    failed, but not with the %s the README says:\n%s", where, fails[1], out)
+			}
+			if m := findingNote.FindStringSubmatch(text[strings.Index(text, "#")+1:]); m != nil && strings.Contains(text, "#") {
+				waitFinding(t, servers, "finding="+m[1], where)
 			}
 			if len(out) > 0 {
 				t.Logf("    %s", strings.ReplaceAll(strings.TrimSpace(string(out)), "\n", "\n    "))
 			}
 		}
 	}
+}
+
+// waitFinding checks that a background device logged the finding the
+// README's comment names (the count of occurrences grows).
+func waitFinding(t *testing.T, servers []*server, finding, where string) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		for _, s := range servers {
+			if n := strings.Count(s.out.String(), finding); n > s.findings[finding] {
+				s.findings[finding] = n
+				return
+			}
+		}
+	}
+	t.Fatalf("%s\n    no device logged %s, as the README says", where, finding)
 }
 
 // runShell runs one README command the way a reader's shell does.
@@ -353,7 +379,7 @@ func runShell(dir string, env []string, prelude, text string) ([]byte, error) {
 // startServer starts a long-running README command and waits for its banner.
 func startServer(t *testing.T, dir string, env []string, prelude, text, where string) *server {
 	t.Helper()
-	s := &server{text: text, out: &syncBuffer{}, done: make(chan struct{}), state: "state/default"}
+	s := &server{text: text, out: &syncBuffer{}, done: make(chan struct{}), state: "state/default", findings: map[string]int{}}
 	if m := stateFlag.FindStringSubmatch(text); m != nil {
 		s.state = m[1]
 	} else if m := makeStateVar.FindStringSubmatch(text); m != nil {

@@ -269,7 +269,7 @@ func (g *Guard) checkFrameAuth(a *rpc.FrameAuth, s Settings) (string, error) {
 	h := hasher(algo)
 	want := hexsum(h, fmt.Sprintf("%s:%s:1:%s:auth:%s", ha1, a.Nonce, a.CNonce, hexsum(h, "dummy_method:dummy_uri")))
 	if ha1 == "" || !strings.EqualFold(want, a.Response) {
-		g.Log.Warn("Invalid digest auth for user "+a.Username, "src", "mg_rpc.c:680")
+		g.Log.Warn("Invalid digest auth for user "+a.Username, "src", "mg_rpc.c:680", "finding", "bad password")
 		return "", nil
 	}
 	g.Log.Debug("Auth ok, user "+a.Username, "src", "mg_rpc.c:684")
