@@ -73,6 +73,20 @@ func mqttConfig(key string, enable bool, server string) *Node {
 		str("ws_path", "/mqtt"), flag("debug_use_log_level", false))
 }
 
+// i2cConfig is the i2c lib's section (mongoose-os-libs/i2c mos.yml and its
+// per-platform mos_<arch>.yml): the ESP8266 bit-bangs the bus on any GPIO,
+// SDA 12 / SCL 14 by default (NodeMCU D6/D5); the ESP32 uses hardware unit
+// unit_no on SDA 32 / SCL 33.
+func i2cConfig(arch string) *Node {
+	n := obj("i2c", flag("enable", false), num("freq", 100000), flag("debug", false))
+	if arch == "esp8266" {
+		n.Children = append(n.Children, num("sda_gpio", 12), num("scl_gpio", 14))
+	} else {
+		n.Children = append(n.Children, num("unit_no", 0), num("sda_gpio", 32), num("scl_gpio", 33))
+	}
+	return n
+}
+
 func buildSchema(arch string) *Schema {
 	root := obj("",
 		obj("device", str("id", arch+"_??????"), str("license", ""), str("mac", ""),
@@ -84,6 +98,7 @@ func buildSchema(arch string) *Schema {
 		obj("sys", str("tz_spec", ""), num("wdt_timeout", 30), str("pref_ota_lib", ""),
 			obj("atca", flag("enable", false), num("i2c_bus", 0), num("i2c_addr", 0x60),
 				num("ecdh_slots_mask", 0x0c))),
+		i2cConfig(arch),
 		str("conf_acl", "*"),
 		obj("http", flag("enable", true), str("listen_addr", "80"), str("document_root", "/"),
 			str("index_files", ""), str("ssl_cert", ""), str("ssl_key", ""), str("ssl_ca_cert", ""),

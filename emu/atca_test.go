@@ -38,7 +38,8 @@ func TestATCAProvisioningWalkthrough(t *testing.T) {
 	dir := t.TempDir()
 	d := startDevice(t, dir, false)
 	c := dial(t, "ws://"+d.HTTPAddr()+"/rpc")
-	call(t, c, "Config.Set", map[string]any{"config": map[string]any{"sys": map[string]any{"atca": map[string]any{"enable": true}}}, "save": true})
+	call(t, c, "Config.Set", map[string]any{"config": map[string]any{"sys": map[string]any{"atca": map[string]any{"enable": true}},
+		"i2c": map[string]any{"enable": true}}, "save": true})
 	if err := d.Reboot(); err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,10 @@ type Board struct {
 	// RAMFreeAtBoot what is free once Mongoose OS is up (public figures of
 	// typical Mongoose OS builds: ESP32 ~ 290 KB total, ESP8266 ~ 52 KB).
 	RAMSize, RAMFreeAtBoot int
-	CPUMHz                 int
+	// HeapReserve is what the SDK and the rest of the firmware keep: a
+	// connection whose buffers would eat into it is refused.
+	HeapReserve int
+	CPUMHz      int
 	// FSOffset and FSSize locate the root filesystem when the board has no
 	// ESP partition table (ESP8266 rBoot layout).
 	FSOffset, FSSize int64
@@ -28,13 +31,15 @@ func BoardFor(arch string) (Board, error) {
 	switch arch {
 	case "", "esp32":
 		return Board{
-			Arch: "esp32", FlashSize: 4 << 20, RAMSize: 294_000, RAMFreeAtBoot: 214_000, CPUMHz: 160,
+			Arch: "esp32", FlashSize: 4 << 20, RAMSize: 294_000, RAMFreeAtBoot: 214_000, HeapReserve: 16 * 1024, CPUMHz: 160,
 			HasPartitionTable: true, HasEfuses: true, SDK: "ESP-IDF v4.4.4",
 		}, nil
 	case "esp8266":
 		return Board{
-			Arch: "esp8266", FlashSize: 4 << 20, RAMSize: 52_000, RAMFreeAtBoot: 40_000, CPUMHz: 80,
-			FSOffset: 0x8000, FSSize: 0x40000, SDK: "ESP8266 NONOS SDK 2.2.1",
+			// ~45 KiB free after init: one TLS connection with static
+			// 16 KiB record buffers fits, a second does not.
+			Arch: "esp8266", FlashSize: 4 << 20, RAMSize: 52_000, RAMFreeAtBoot: 46_000, HeapReserve: 4 * 1024, CPUMHz: 160,
+			FSOffset: 0x8000, FSSize: 0x40000, SDK: "NONOS SDK " + SDK8266,
 		}, nil
 	}
 	return Board{}, fmt.Errorf("unknown arch %q (want esp32 or esp8266)", arch)

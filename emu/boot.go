@@ -56,7 +56,7 @@ func (d *Device) cpuView(encrypted bool) flash.Device {
 
 // boot runs the firmware from what is in flash.
 func (d *Device) boot() (_ *firmware, err error) {
-	fw := &firmware{started: time.Now(), ram: devtls.NewRAM(d.board.RAMSize, d.board.RAMFreeAtBoot)}
+	fw := &firmware{started: time.Now(), ram: devtls.NewRAMReserve(d.board.RAMSize, d.board.RAMFreeAtBoot, d.board.HeapReserve)}
 	defer func() {
 		if err != nil {
 			fw.stop()
@@ -68,7 +68,13 @@ func (d *Device) boot() (_ *firmware, err error) {
 	if err := d.bootloaderEncrypt(); err != nil {
 		return nil, err
 	}
-	d.banner()
+	if d.board.Arch == "esp8266" { // ROM, rBoot, app slot: boot8266.go
+		if fw.fsPart, err = d.boot8266(); err != nil {
+			return nil, err
+		}
+	} else {
+		d.banner()
+	}
 
 	// Locate the root filesystem.
 	if d.board.HasPartitionTable {
@@ -83,9 +89,6 @@ func (d *Device) boot() (_ *firmware, err error) {
 		if fw.fsPart, ok = fw.table.RootFS(); !ok {
 			return nil, errors.New("boot: no filesystem partition in the partition table; not booting")
 		}
-	} else {
-		fw.fsPart = partition.Entry{Type: partition.TypeData, Subtype: partition.SubSPIFFS,
-			Offset: uint32(d.board.FSOffset), Size: uint32(d.board.FSSize), Label: "fs0"}
 	}
 	dev := flash.NewWindow(d.cpuView(fw.fsPart.Encrypted()), int64(fw.fsPart.Offset), int64(fw.fsPart.Size))
 	raw := flash.NewWindow(d.flash, int64(fw.fsPart.Offset), int64(fw.fsPart.Size))
@@ -156,10 +159,7 @@ func (d *Device) firstBootProvision() error {
 			}
 		}
 	case "esp8266":
-		// rBoot config sector and app0 header: enough for a dump to look right.
-		if _, err := d.flash.WriteAt(espImage(0x40100000, 0x3FFE8000, AppName, FWVersion, built), 0x100000); err != nil {
-			return err
-		}
+		return d.provision8266()
 	}
 	return nil
 }

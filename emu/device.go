@@ -60,6 +60,9 @@ type Options struct {
 	// as the real board (ESP32 1-3 s, ESP8266 7-15 s), for testing client
 	// timeouts. Off by default.
 	TLSHandshakeLatency bool
+	// Wiring, when non-nil, rewires the board (saved in the state file);
+	// nil keeps the state's wiring (DefaultWiring on a new board).
+	Wiring []Wire
 }
 
 // Device is one emulated board. Its methods are safe for concurrent use.
@@ -107,6 +110,12 @@ func New(opts Options) (*Device, error) {
 	}
 	if opts.Arch != "" && opts.Arch != id.Arch {
 		return nil, fmt.Errorf("emu: state %s belongs to an %s device, not %s", opts.StateDir, id.Arch, opts.Arch)
+	}
+	if opts.Wiring != nil {
+		id.Wiring = opts.Wiring
+		if err := saveIdentity(opts.StateDir, id); err != nil {
+			return nil, err
+		}
 	}
 	board, _ := BoardFor(id.Arch)
 	d := &Device{opts: opts, board: board, id: id, httpAddr: orDefault(opts.HTTPAddr, "127.0.0.1:0")}
@@ -256,6 +265,9 @@ func (d *Device) bootLocked() error {
 	d.bootErr = err
 	if err != nil {
 		d.log.Error(err.Error(), console.Src("mgos_init.c", 115))
+		if d.port != nil && !d.downloading { // halted: a SYNC still reaches the ROM loader
+			d.port.SetConsumer(d.uartInput(func([]byte) {}))
+		}
 		return err
 	}
 	d.fw = fw

@@ -2,6 +2,7 @@ package emu
 
 import (
 	"bytes"
+	"context"
 	"crypto/md5"
 	"crypto/rand"
 	"encoding/hex"
@@ -15,7 +16,8 @@ import (
 
 // TestEsptoolJS drives the device's pty with the real esptool-js (npm),
 // through testdata/esptool-js/interop.mjs: chip detection, MAC, a
-// compressed flash write through the esptool stub, MD5, read back.
+// compressed flash write through the esptool stub, MD5, read back; on an
+// ESP32 and on an ESP8266.
 func TestEsptoolJS(t *testing.T) {
 	dir := filepath.Join("testdata", "esptool-js")
 	node, err := exec.LookPath("node")
@@ -23,7 +25,23 @@ func TestEsptoolJS(t *testing.T) {
 	if err != nil || modErr != nil {
 		missingPeer(t, "needs node and esptool-js (`npm ci` in %s, run by make test-deps)", dir)
 	}
-	d := startDevice(t, t.TempDir(), true)
+	for _, tc := range []struct{ arch, chip string }{
+		{"esp32", "ESP32-D0WDQ6 (revision 1)"},
+		{"esp8266", "ESP8266EX"},
+	} {
+		t.Run(tc.arch, func(t *testing.T) { esptoolJS(t, dir, node, tc.arch, tc.chip) })
+	}
+}
+
+func esptoolJS(t *testing.T, dir, node, arch, chip string) {
+	d, err := New(Options{Arch: arch, StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Serial: true, Seed: 42})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := d.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	img := make([]byte, 50000)
 	rand.Read(img)
 	path := filepath.Join(t.TempDir(), "img.bin")
@@ -36,8 +54,8 @@ func TestEsptoolJS(t *testing.T) {
 	}
 	sum := md5.Sum(img)
 	want := hex.EncodeToString(sum[:])
-	mac := d.Efuses().MAC()
-	if r.Chip != "ESP32-D0WDQ6 (revision 1)" || r.MAC != strings.ToLower(macColons(mac)) || r.MD5 != want || r.ReadBackMD5 != want {
+	mac := d.mac()
+	if r.Chip != chip || r.MAC != strings.ToLower(macColons(mac)) || r.MD5 != want || r.ReadBackMD5 != want {
 		t.Fatalf("esptool-js saw %+v, want MD5 %s", r, want)
 	}
 	got := make([]byte, len(img))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -15,7 +16,6 @@ import (
 	"github.com/mosemu/mosemu/configs"
 	"github.com/mosemu/mosemu/emu/console"
 	"github.com/mosemu/mosemu/emu/httpd"
-	"github.com/mosemu/mosemu/emu/i2c"
 	"github.com/mosemu/mosemu/mqtt"
 	"github.com/mosemu/mosemu/rpc"
 	"github.com/mosemu/mosemu/rpc/auth"
@@ -52,7 +52,13 @@ func (d *Device) startFirmware(fw *firmware) error {
 	if cfg.Bool("rpc.service_sys_enable") {
 		rpc.RegisterSys(disp, &sysDevice{d: d, fw: fw})
 	}
-	d.startATCA(fw)
+	bus, err := d.startI2C(cfg) // wiring.go
+	if err != nil {
+		return err
+	}
+	if err := d.startATCA(fw, bus); err != nil {
+		return err
+	}
 	if cfg.Bool("http.enable") {
 		if err := d.startHTTP(fw); err != nil {
 			return err
@@ -219,24 +225,36 @@ func (d *Device) startMQTT(fw *firmware) {
 	fw.onStop(fw.mqtt.Close)
 }
 
-// startATCA attaches the ATECC608A to the I2C bus and, when sys.atca.enable
-// is set and the chip answers, registers the ATCA.* service.
-func (d *Device) startATCA(fw *firmware) {
+// startATCA is mgos_atca_init: with sys.atca.enable it needs the I2C bus
+// (without it Mongoose OS's init fails), talks to the chip at
+// sys.atca.i2c_addr and, when the chip answers, registers the ATCA.*
+// service. A chip that is not on the bus (wired to other pins or another
+// address) is logged and the device boots without it.
+func (d *Device) startATCA(fw *firmware, bus i2cBus) error {
 	cfg := fw.cfg.Get()
 	if !cfg.Bool("sys.atca.enable") {
-		return
+		return nil
 	}
-	addr := byte(cfg.Int("sys.atca.i2c_addr"))
-	bus := i2c.NewBus()
-	bus.Attach(addr&0x7F, d.chip)
-	drv := atcahost.New(bus, addr&0x7F)
-	line := atcahost.InitLine(drv, cfg.Int("sys.atca.i2c_bus"), int(addr), cfg.Int("sys.atca.ecdh_slots_mask"))
-	d.log.Info(line, console.Src("mgos_atca.c", 96))
+	if bus == nil || cfg.Int("sys.atca.i2c_bus") != 0 { // the board has one bus, 0
+		d.log.Error("ATCA requires I2C to be enabled (i2c.enable=true)", console.Src("mgos_atca.c", 58))
+		d.log.Error("atca init failed", console.Src("mgos_deps_init.c", 0))
+		return errors.New("boot: atca init failed; the firmware restarts")
+	}
+	addr := cfg.Int("sys.atca.i2c_addr")
+	if addr >= 0x7F { // given already shifted, as cryptoauthlib wants it
+		addr >>= 1
+	}
+	drv := atcahost.New(bus, byte(addr&0x7F))
+	line := atcahost.InitLine(drv, cfg.Int("sys.atca.i2c_bus"), addr&0x7F, cfg.Int("sys.atca.ecdh_slots_mask"))
 	if strings.HasPrefix(line, "ATCA:") {
-		return
+		d.log.Error(fmt.Sprintf("ATCA: Failed to get chip info (%d/0x%x)", cfg.Int("sys.atca.i2c_bus"), addr&0x7F), console.Src("mgos_atca.c", 80))
+		d.log.Error(line, console.Src("mgos_atca.c", 117))
+		return nil
 	}
+	d.log.Info(line, console.Src("mgos_atca.c", 96))
 	fw.atca = drv
 	atcahost.RegisterService(fw.disp, drv)
+	return nil
 }
 
 // atcaSigner resolves TLS keys named ATCA:N, or nil without a chip.

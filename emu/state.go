@@ -31,6 +31,8 @@ type Identity struct {
 	// with flash encryption enabled: a boot with FLASH_CRYPT_CNT even
 	// encrypts the flash in place and burns the efuses.
 	FlashEncryption bool `json:"flash_encryption,omitempty"`
+	// Wiring is how parts sit on the board's GPIOs (nil: DefaultWiring).
+	Wiring []Wire `json:"wiring,omitempty"`
 }
 
 // loadIdentity reads dir/device.json, creating the directory and the file

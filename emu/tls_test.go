@@ -187,3 +187,47 @@ func TestTLSHandshakeLatency(t *testing.T) {
 		t.Fatalf("ESP32 handshake took %v, want 1-3 s", took)
 	}
 }
+
+// TestTLSConnectionFloodESP8266: with about 45 KiB free after init, an
+// ESP8266 holds one TLS connection with mbedTLS's static 16 KiB record
+// buffers; the second is refused for lack of RAM.
+func TestTLSConnectionFloodESP8266(t *testing.T) {
+	srvPKI := issue(t, "device", nil, true)
+	d, err := New(Options{Arch: "esp8266", StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Seed: 9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	d.Start(context.Background())
+	configureTLS(t, d, "http", map[string]string{"cert.pem": srvPKI.pem, "key.pem": srvPKI.kpem},
+		map[string]any{"ssl_cert": "cert.pem", "ssl_key": "key.pem"})
+	if _, err := httpsGet(d); err != nil {
+		t.Fatalf("first HTTPS request: %v", err)
+	}
+	// Hold one connection open (the request's may take a moment to be
+	// freed on the device).
+	var c *tls.Conn
+	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if c, err = tls.Dial("tcp", d.HTTPAddr(), &tls.Config{InsecureSkipVerify: true}); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+	}
+	defer c.Close()
+	if _, err := httpsGet(d); err == nil {
+		t.Fatal("a second TLS connection fitted in an ESP8266's heap")
+	}
+	c.Close()
+	// The device frees the connection's buffers once it sees the close.
+	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		_, err := httpsGet(d)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the first connection closed: %v", err)
+		}
+	}
+}

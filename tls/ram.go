@@ -23,22 +23,33 @@ const (
 type RAM struct {
 	mu                   sync.Mutex
 	total, free, minFree int
+	reserve              int
 }
 
-// NewRAM returns a heap of total bytes with free available after boot.
-func NewRAM(total, free int) *RAM { return &RAM{total: total, free: free, minFree: free} }
+// NewRAM returns a heap of total bytes with free available after boot,
+// keeping Reserve bytes for the rest of the firmware.
+func NewRAM(total, free int) *RAM { return NewRAMReserve(total, free, Reserve) }
+
+// NewRAMReserve is NewRAM with the board's own reserve: an allocation
+// that would leave less than reserve bytes free fails.
+func NewRAMReserve(total, free, reserve int) *RAM {
+	return &RAM{total: total, free: free, minFree: free, reserve: reserve}
+}
 
 // Alloc takes n bytes if that leaves the reserve free.
 func (r *RAM) Alloc(n int) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.free-n < Reserve {
+	if r.free-n < r.reserve {
 		return false
 	}
 	r.free -= n
 	r.minFree = min(r.minFree, r.free)
 	return true
 }
+
+// ReserveSize returns the bytes an allocation may not eat into.
+func (r *RAM) ReserveSize() int { return r.reserve }
 
 // Release returns n bytes.
 func (r *RAM) Release(n int) {
@@ -74,7 +85,7 @@ func (l *Listener) Accept() (net.Conn, error) {
 			return &ramConn{Conn: c, ram: l.RAM, cost: l.Cost}, nil
 		}
 		_, free, _ := l.RAM.Stats()
-		l.Log.Error(fmt.Sprintf("Out of memory: connection from %s needs %d bytes, %d free of which %d are the firmware's reserve; closing", c.RemoteAddr(), l.Cost, free, Reserve),
+		l.Log.Error(fmt.Sprintf("Out of memory: connection from %s needs %d bytes, %d free of which %d are the firmware's reserve; closing", c.RemoteAddr(), l.Cost, free, l.RAM.ReserveSize()),
 			"src", "mongoose.c:2470", "finding", "out of memory")
 		c.Close()
 	}

@@ -21,6 +21,7 @@ func runCmd() *cobra.Command {
 	var opts emu.Options
 	var quiet, broker, timestamps bool
 	var brokerAddr string
+	var wires []string
 	c := &cobra.Command{
 		Use:   "run",
 		Short: "Start a device and serve it until SIGINT/SIGTERM",
@@ -36,6 +37,13 @@ The console log is mirrored to stderr unless --quiet.`,
 				}
 			}
 			opts.Serial = true
+			for _, w := range wires {
+				wire, err := emu.ParseWire(w)
+				if err != nil {
+					return err
+				}
+				opts.Wiring = append(opts.Wiring, wire)
+			}
 			if broker {
 				addr, note, closeBroker, err := findBroker(brokerAddr)
 				if err != nil {
@@ -80,6 +88,7 @@ The console log is mirrored to stderr unless --quiet.`,
 	f.StringVar(&brokerAddr, "broker-addr", "127.0.0.1:1883", "MQTT broker address: used if a broker answers there, else an embedded broker listens there (or on a free port if it is taken)")
 	f.StringVar(&opts.SerialLink, "serial-link", "", "symlink kept pointing to the serial pty while the device runs (default STATE/serial; - for none)")
 	f.BoolVar(&timestamps, "timestamps", false, "prefix each console line mirrored to stderr with the time, as mos console does ([Jan _2 15:04:05.000])")
+	f.StringArrayVar(&wires, "wire", nil, "wire a part to the board's GPIOs, kept in the state: atecc608a:sda=12,scl=14,addr=0x60 or atecc608a:none (default: ESP8266 SDA 12/SCL 14, ESP32 SDA 32/SCL 33, at 0x60)")
 	return c
 }
 

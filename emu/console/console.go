@@ -92,6 +92,17 @@ func (o *Output) Print(src, msg string) {
 	}
 }
 
+// Raw writes text exactly as given, unfiltered: what runs before the
+// firmware's logger (the boot ROM, the 2nd-stage bootloader) prints.
+func (o *Output) Raw(text string) {
+	o.mu.Lock()
+	sinks := o.sinks
+	o.mu.Unlock()
+	for _, s := range sinks {
+		s.WriteLog([]byte(text))
+	}
+}
+
 // Format renders one firmware log line.
 func Format(src, msg string) []byte {
 	if src == "" && msg == "" {

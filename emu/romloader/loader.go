@@ -93,6 +93,7 @@ type Loader struct {
 
 	mem  map[uint32]int // MEM_BEGIN address -> size, to recognise stubs
 	stub *mosStub       // the emulated mos flasher stub once it runs
+	hung bool           // MEM_END jumped to memory holding no code
 
 	esptoolStub bool         // the esptool flasher stub runs ("OHAI" sent)
 	dst         flash.Device // destination of the current flash write
@@ -181,6 +182,12 @@ func (l *Loader) Feed(p []byte) (Exit, bool) {
 	for _, f := range l.dec.Feed(p) {
 		var ex Exit
 		var done bool
+		if l.hung { // crashed: only a reset (the host's SYNC) revives it
+			if !isROMSync(f) {
+				continue
+			}
+			l.resetToROM()
+		}
 		if l.rd != nil {
 			l.readAck(f)
 			continue
@@ -396,17 +403,7 @@ func (l *Loader) handle(f []byte) (Exit, bool) {
 	case CmdMemEnd:
 		l.ok(cmd, 0, nil)
 		if words(2) && le(data, 0) == 0 {
-			// The mos stub is uploaded as an 8-byte parameter block (ROM and
-			// flasher baud rates) followed by its code right after it.
-			for addr, size := range l.mem {
-				if _, code := l.mem[addr+8]; size == 8 && code {
-					l.startMosStub()
-					return 0, false
-				}
-			}
-			// Any other stub is taken for esptool's: it says hello.
-			l.esptoolStub = true
-			l.out.Write(Encode([]byte("OHAI")))
+			l.startStub(le(data, 1)) // mosstub8266.go
 		}
 	case CmdEraseFlash, CmdEraseRegion, CmdReadFlash, CmdRunUserCode:
 		if !l.esptoolStub {

@@ -35,7 +35,8 @@ const (
 // mosStub is the state of an emulated mos flasher stub.
 type mosStub struct {
 	l       *Loader
-	pending byte // command waiting for its argument frame, 0 if none
+	pending byte   // command waiting for its argument frame, 0 if none
+	out     []byte // frames answering the current host frame
 
 	// FLASH_WRITE in progress
 	writing  bool
@@ -61,15 +62,20 @@ type mosStub struct {
 // the stub, it announces the previous UART divider in one frame.
 func (l *Loader) startMosStub() {
 	l.stub = &mosStub{l: l}
-	div := uint32(40_000_000/115200) << 4 // ESP32: integer part << 4
-	if !l.t.ESP32() {
-		div = 52_000_000 / 115200
-	}
-	l.out.Write(Encode(binary.LittleEndian.AppendUint32(nil, div)))
+	l.out.Write(Encode(binary.LittleEndian.AppendUint32(nil, romUARTDivider(l.t.ESP32()))))
 }
 
-func (s *mosStub) send(b []byte)    { s.l.out.Write(Encode(b)) }
+// send queues a frame; the stub's UART emits a command's frames back to
+// back, so they leave in one write when the host frame has been handled.
+func (s *mosStub) send(b []byte)    { s.out = append(s.out, Encode(b)...) }
 func (s *mosStub) status(code byte) { s.send([]byte{code}) }
+
+func (s *mosStub) flush() {
+	if len(s.out) > 0 {
+		s.l.out.Write(s.out)
+		s.out = nil
+	}
+}
 
 func needsArgs(cmd byte) bool {
 	switch cmd {
@@ -82,6 +88,13 @@ func needsArgs(cmd byte) bool {
 // frame handles one SLIP frame from the host; done reports the end of the
 // download session.
 func (s *mosStub) frame(f []byte) (Exit, bool) {
+	defer s.flush()
+	if isROMSync(f) {
+		// A host starting over (it pulsed RTS/DTR, which a pty cannot
+		// carry): the chip is reset into the ROM loader, which answers.
+		s.l.resetToROM()
+		return s.l.handle(f)
+	}
 	switch {
 	case s.writing:
 		s.writeData(f)
@@ -186,6 +199,13 @@ func (s *mosStub) run(cmd byte, a []byte) (Exit, bool) {
 		return ExitRunUserCode, true
 	case stubReboot:
 		s.status(0)
+		if !s.l.t.ESP32() {
+			// GPIO0 is still strapped low: a software reset of an
+			// ESP8266 lands in the ROM loader again (mos stub_flasher.c).
+			s.flush()
+			s.l.resetToROM()
+			return 0, false
+		}
 		return ExitReboot, true
 	default:
 		s.status(0xFF)
