@@ -213,6 +213,7 @@ func TestREADME(t *testing.T) {
 			if os.Getenv("CI") == "true" {
 				t.Fatalf("%s is not installed (.ci/deps.sh installs the peers)", tool)
 			}
+			fmt.Fprintf(os.Stderr, "TestREADME: SKIP: README commands need %s, which is not installed\n", tool)
 			t.Skipf("README commands need %s, which is not installed", tool)
 		}
 	}
