@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/mosemu/mosemu/emu/partition"
+	"github.com/mosemu/mosemu/emu/rboot"
 )
 
 // ResetReport says what FactoryReset erased.
@@ -88,12 +89,29 @@ func FactoryReset(dir string, all bool) (ResetReport, error) {
 }
 
 // rootFSPartition locates the root filesystem as the firmware does at boot:
-// from the partition table on an ESP32, at the board's fixed offset on an
-// ESP8266.
+// from the partition table on an ESP32, from rBoot's config (the current
+// app slot's filesystem) on an ESP8266.
 func (d *Device) rootFSPartition() (partition.Entry, error) {
 	if !d.board.HasPartitionTable {
+		// ESP8266: the filesystem of the app slot rBoot's config selects
+		// (its defaults when the config sector is blank or damaged).
+		lay, err := rboot.LayoutFor(d.board.FlashSize)
+		if err != nil {
+			return partition.Entry{}, err
+		}
+		conf := lay.Default
+		sector := make([]byte, rboot.SectorSize)
+		if _, err := d.flash.ReadAt(sector, rboot.ConfigAddr); err == nil {
+			if c, err := rboot.ParseConfig(sector); err == nil && int(c.CurrentROM) < rboot.MaxROMs && c.FSSizes[c.CurrentROM] != 0 {
+				conf = c
+			}
+		}
+		rom := int(conf.CurrentROM)
+		if rom >= rboot.MaxROMs {
+			rom = 0
+		}
 		return partition.Entry{Type: partition.TypeData, Subtype: partition.SubSPIFFS,
-			Offset: uint32(d.board.FSOffset), Size: uint32(d.board.FSSize), Label: "fs0"}, nil
+			Offset: conf.FSAddrs[rom], Size: conf.FSSizes[rom], Label: fmt.Sprintf("fs%d", rom)}, nil
 	}
 	raw := make([]byte, partition.TableSize)
 	if _, err := d.cpuView(true).ReadAt(raw, partition.Offset); err != nil {

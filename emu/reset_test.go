@@ -16,15 +16,17 @@ import (
 func TestFactoryReset(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
+		arch     string
 		enc, all bool
 	}{
-		{"plain", false, false},
-		{"flash-encryption", true, false},
-		{"all", false, true},
+		{"plain", "esp32", false, false},
+		{"esp8266", "esp8266", false, false},
+		{"flash-encryption", "esp32", true, false},
+		{"all", "esp32", false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			d, err := New(Options{StateDir: dir, HTTPAddr: "127.0.0.1:0", Seed: 7, FlashEncryption: tc.enc})
+			d, err := New(Options{StateDir: dir, Arch: tc.arch, HTTPAddr: "127.0.0.1:0", Seed: 7, FlashEncryption: tc.enc})
 			if err != nil {
 				t.Fatal(err)
 			}
