@@ -325,7 +325,7 @@ func (l *Loader) Load(level int, boot bool) (*Config, error) {
 		}
 	}
 	acl := "*"
-	for i := 1; i <= level && i <= 9; i++ {
+	for i := 0; i <= level && i <= 9; i++ { // conf0.json: the build's defaults
 		names := []string{FileName(i)}
 		if i == 6 {
 			names = []string{"conf_vendor.json", FileName(6)}

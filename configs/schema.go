@@ -125,6 +125,11 @@ func buildSchema(arch string) *Schema {
 			staConfig("sta"), staConfig("sta1"), staConfig("sta2"),
 			num("sta_rssi_thr", -95), num("sta_connect_timeout", 15), num("sta_roam_rssi_thr", -80),
 			num("sta_roam_interval", 0)),
+		obj("update", num("timeout", 600), num("commit_timeout", 0),
+			str("key0", ""), str("key1", ""), str("key2", ""), str("key3", ""), str("key4", ""),
+			str("key5", ""), str("key6", ""), str("key7", ""), num("sig_req_mask", -1),
+			str("url", ""), num("interval", 0), str("extra_http_headers", ""), str("ssl_ca_file", "ca.pem"),
+			str("ssl_client_cert_file", ""), str("ssl_server_name", "")),
 	)
 	s := &Schema{Root: root, byPath: map[string]*Node{}}
 	var walk func(n *Node, prefix string)

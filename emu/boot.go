@@ -11,7 +11,9 @@ import (
 	"github.com/mosemu/mosemu/configs"
 	"github.com/mosemu/mosemu/emu/console"
 	"github.com/mosemu/mosemu/emu/flash"
+	"github.com/mosemu/mosemu/emu/ota"
 	"github.com/mosemu/mosemu/emu/partition"
+	"github.com/mosemu/mosemu/emu/wifi"
 	lfs "github.com/mosemu/mosemu/fs"
 	"github.com/mosemu/mosemu/mqtt"
 	"github.com/mosemu/mosemu/rpc"
@@ -30,7 +32,10 @@ type firmware struct {
 	mqtt    *mqtt.Client
 	ram     *devtls.RAM
 	atca    *atcahost.Driver // nil without sys.atca.enable or a chip
-	stops   []func()         // run in reverse order on stop
+	boot    *ota.Boot        // app slot and update state; nil without OTA slots
+	updater *ota.Updater     // nil without OTA slots
+	wifi    *wifi.Station
+	stops   []func() // run in reverse order on stop
 }
 
 func (fw *firmware) onStop(f func()) { fw.stops = append(fw.stops, f) }
@@ -60,6 +65,7 @@ func (d *Device) boot() (_ *firmware, err error) {
 	defer func() {
 		if err != nil {
 			fw.stop()
+			d.revertFailedUpdate(fw.boot, err) // a new firmware that does not boot is rolled back
 		}
 	}()
 	if err := d.firstBootProvision(); err != nil {
@@ -73,7 +79,10 @@ func (d *Device) boot() (_ *firmware, err error) {
 			return nil, err
 		}
 	} else {
-		d.banner()
+		if fw.boot, err = d.selectBoot(); err != nil {
+			return nil, err
+		}
+		d.banner(d.fwIdentity(fw), bootLabel(fw.boot))
 	}
 
 	// Locate the root filesystem.
@@ -86,7 +95,9 @@ func (d *Device) boot() (_ *firmware, err error) {
 			return nil, fmt.Errorf("boot: failed to verify partition table: %v; not booting", err)
 		}
 		var ok bool
-		if fw.fsPart, ok = fw.table.RootFS(); !ok {
+		if fw.boot != nil && fw.boot.FS.Size != 0 {
+			fw.fsPart, ok = fw.boot.FS, true
+		} else if fw.fsPart, ok = fw.table.RootFS(); !ok {
 			return nil, errors.New("boot: no filesystem partition in the partition table; not booting")
 		}
 	}
@@ -96,9 +107,16 @@ func (d *Device) boot() (_ *firmware, err error) {
 		return nil, err
 	}
 	fw.onStop(func() { fw.fs.Unmount() })
+	if err := d.applyUpdate(fw); err != nil {
+		return nil, fmt.Errorf("boot: applying the update: %w", err)
+	}
+	if err := d.provision(fw.fs); err != nil {
+		return nil, err
+	}
 	if err := d.startFirmware(fw); err != nil {
 		return nil, err
 	}
+	d.finishBoot(fw)
 	return fw, nil
 }
 
@@ -138,6 +156,10 @@ func (d *Device) firstBootProvision() error {
 		return nil
 	}
 	d.log.Debug("Blank flash: writing the factory image", console.Src("mosemu", 0))
+	d.forgetUpdates()
+	if err := d.writeFactoryFS(); err != nil {
+		return err
+	}
 	built := time.Now()
 	switch d.board.Arch {
 	case "esp32":
@@ -165,15 +187,15 @@ func (d *Device) firstBootProvision() error {
 }
 
 // banner prints the boot lines Mongoose OS prints (rpc.md §8).
-func (d *Device) banner() {
+func (d *Device) banner(id ota.SlotInfo, bootPartition string) {
 	l := d.log
 	d.out.Print("", "")
 	d.out.Print("", "")
-	l.Info(fmt.Sprintf("%s %s (%s)", AppName, FWVersion, MGID), console.Src("mgos_init.c", 24))
+	l.Info(fmt.Sprintf("%s %s (%s)", id.Name, id.Version, id.BuildID), console.Src("mgos_init.c", 24))
 	l.Info(fmt.Sprintf("Mongoose OS %s (%s)", MGVersion, MGID), console.Src("mgos_init.c", 25))
 	l.Info(fmt.Sprintf("CPU: %d MHz, FreeRTOS 10.2.1, heap: %d total, %d free", d.board.CPUMHz, d.board.RAMSize, d.board.RAMFreeAtBoot), console.Src("mgos_init.c", 28))
 	l.Info(d.board.SDK, console.Src("esp32_main.c", 101))
-	l.Info(fmt.Sprintf("Boot partition: app_0; flash: %dM", d.board.FlashSize>>20), console.Src("esp32_main.c", 106))
+	l.Info(fmt.Sprintf("Boot partition: %s; flash: %dM", bootPartition, d.board.FlashSize>>20), console.Src("esp32_main.c", 106))
 	l.Info("MAC: "+strings.ToLower(macColons(d.mac())), console.Src("esp32_main.c", 110))
 	l.Info("WDT: 30 seconds", console.Src("esp32_main.c", 112))
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/mosemu/mosemu/emu/flash"
 	"github.com/mosemu/mosemu/emu/flashenc"
 	"github.com/mosemu/mosemu/emu/uart"
+	"github.com/mosemu/mosemu/emu/wifi"
 )
 
 // Options configure a Device.
@@ -60,6 +61,8 @@ type Options struct {
 	// as the real board (ESP32 1-3 s, ESP8266 7-15 s), for testing client
 	// timeouts. Off by default.
 	TLSHandshakeLatency bool
+	// WiFiAPs are the access points the device's Wi-Fi sees when it scans.
+	WiFiAPs []wifi.AP
 	// Wiring, when non-nil, rewires the board (saved in the state file);
 	// nil keeps the state's wiring (DefaultWiring on a new board).
 	Wiring []Wire
@@ -79,6 +82,8 @@ type Device struct {
 	mu       sync.Mutex
 	fw       *firmware // running firmware, nil when halted or in download mode
 	httpAddr string    // actual host address of the HTTP server, kept across reboots
+	httpTLS  bool      // the HTTP server runs TLS (http.ssl_cert set)
+	httpPort string    // the firmware's http.listen_addr
 	closed   bool
 	bootErr  error
 	ctx      context.Context
@@ -94,6 +99,7 @@ type Device struct {
 
 	serialLink string // symlink to the pty, "" without one
 
+	mqttLog   *mqttLog // console over MQTT (debug.stderr_topic)
 	ownSchema *configs.Schema
 	macFn     func() [6]byte // factory MAC source; nil derives it from the seed
 }
@@ -124,6 +130,8 @@ func New(opts Options) (*Device, error) {
 		d.out.AddSink(&console.WriterSink{W: opts.Console})
 	}
 	d.log = console.NewLogger(d.out)
+	d.mqttLog = &mqttLog{}
+	d.out.AddSink(d.mqttLog)
 	if board.HasEfuses {
 		if d.efuses, err = efuse.Load(d.efusePath(), id.Seed); err != nil {
 			return nil, fmt.Errorf("emu: %s: %w", d.efusePath(), err)

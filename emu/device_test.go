@@ -110,6 +110,7 @@ func TestEveryChannel(t *testing.T) {
 				t.Fatalf("RPC.Ping = %s", ping)
 			}
 			putGet(t, c, "/"+tc.name+".bin", data[:tc.size])
+			call(t, c, "FS.Remove", map[string]any{"filename": tc.name + ".bin"}) // the fs holds ca.pem and conf0.json too
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			_, err := c.Call(ctx, "No.Such", nil)

@@ -59,6 +59,8 @@ func (d *Device) startFirmware(fw *firmware) error {
 	if err := d.startATCA(fw, bus); err != nil {
 		return err
 	}
+	d.startOTA(fw)
+	d.startWiFi(fw)
 	if cfg.Bool("http.enable") {
 		if err := d.startHTTP(fw); err != nil {
 			return err
@@ -104,6 +106,7 @@ func (d *Device) startHTTP(fw *firmware) error {
 		return fmt.Errorf("boot: HTTP server: %w", err)
 	}
 	d.httpAddr = tcp.Addr().String() // keep the port across reboots
+	d.httpTLS, d.httpPort = tc != nil, cfg.String("http.listen_addr")
 	var l net.Listener = &devtls.Listener{Listener: tcp, RAM: fw.ram, Cost: cost, Log: d.log}
 	if tc != nil {
 		if d.opts.TLSHandshakeLatency {
@@ -113,7 +116,7 @@ func (d *Device) startHTTP(fw *firmware) error {
 			}
 			l = &devtls.SlowListener{Listener: l, Min: lat[0], Max: lat[1]}
 		}
-		l = tls.NewListener(l, tc)
+		l = tls.NewListener(&devtls.RecordListener{Listener: l, Log: d.log}, tc)
 	}
 	mux := http.NewServeMux()
 	rpcCh := &rpc.HTTPChannel{Handler: fw.disp,
@@ -166,15 +169,16 @@ func (s *sysDevice) Info() rpc.SysInfo {
 	mac := s.d.mac()
 	total, used := s.fw.fs.Usage()
 	ramTotal, ramFree, ramMin := s.fw.ram.Stats()
+	fwid := s.d.fwIdentity(s.fw)
 	return rpc.SysInfo{
-		ID: cfg.String("device.id"), App: AppName, FWVersion: FWVersion,
-		FWID: s.d.fwID(), MGVersion: MGVersion, MGID: MGID,
+		ID: cfg.String("device.id"), App: fwid.Name, FWVersion: fwid.Version,
+		FWID: fwid.BuildID, MGVersion: MGVersion, MGID: MGID,
 		MAC:  strings.ReplaceAll(macColons(mac), ":", ""),
 		Arch: s.d.board.Arch, Uptime: int64(time.Since(s.fw.started).Seconds()),
 		PublicKey: cfg.String("device.public_key"),
 		RAMSize:   int64(ramTotal), RAMFree: int64(ramFree), RAMMinFree: int64(ramMin),
 		FSSize: total, FSFree: total - used,
-		WiFi: &rpc.WiFiInfo{StaIP: "", APIP: cfg.String("wifi.ap.ip"), Status: "disconnected", SSID: ""},
+		WiFi: s.fw.wifiInfo(),
 	}
 }
 
@@ -183,13 +187,8 @@ func (s *sysDevice) SetDebugLevel(l int)        { s.d.out.SetLevel(l) }
 
 // mqttServer returns the broker the firmware connects to, or "".
 func (d *Device) mqttServer(cfg *configs.Config) string {
-	server := cfg.String("mqtt.server")
-	defaultServer := server == "iot.eclipse.org:1883"
-	switch {
-	case d.opts.MQTTBroker != "" && defaultServer:
-		return d.opts.MQTTBroker
-	case cfg.Bool("mqtt.enable") && server != "":
-		return server
+	if cfg.Bool("mqtt.enable") {
+		return cfg.String("mqtt.server")
 	}
 	return ""
 }
@@ -223,6 +222,9 @@ func (d *Device) startMQTT(fw *firmware) {
 		RPCQoS: byte(cfg.Int("rpc.mqtt.qos")), RPCHandler: fw.disp,
 	}, d.log)
 	fw.onStop(fw.mqtt.Close)
+	if topic := cfg.String("debug.stderr_topic"); topic != "" {
+		fw.onStop(d.mqttLog.start(fw.mqtt, cfg.String("device.id"), topic))
+	}
 }
 
 // startATCA is mgos_atca_init: with sys.atca.enable it needs the I2C bus

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/mosemu/mosemu/emu/flash"
 	"github.com/mosemu/mosemu/emu/partition"
 	"github.com/mosemu/mosemu/emu/rboot"
 )
@@ -20,9 +21,10 @@ type ResetReport struct {
 }
 
 // FactoryReset returns the stopped device in dir to the state a reflash
-// with `mos flash` leaves: the root filesystem partition (config levels
-// conf1..conf9, rpc_auth.txt, ACL files, every user file) is erased, and the
-// next boot formats it and starts from the firmware defaults. Efuses (MAC,
+// with `mos flash` leaves: the root filesystem partitions of both app slots
+// (config levels conf1..conf9, rpc_auth.txt, ACL files, every user file)
+// are erased, and the next boot formats the one it mounts and starts from
+// the firmware defaults. Efuses (MAC,
 // flash encryption key and counter), the ATECC608A and the rest of the flash
 // are kept, as a reflash keeps them.
 //
@@ -69,17 +71,19 @@ func FactoryReset(dir string, all bool) (ResetReport, error) {
 		r.Kept = append(r.Kept, "flash (blank already)")
 		return r, nil
 	}
-	part, err := d.rootFSPartition()
+	parts, err := d.fsPartitions()
 	if err != nil {
 		return r, err
 	}
-	if err := d.flash.Erase(int64(part.Offset), int64(part.Size)); err != nil {
-		return r, err
+	for _, p := range parts {
+		if err := d.flash.Erase(int64(p.Offset), int64(p.Size)); err != nil {
+			return r, err
+		}
+		r.Erased = append(r.Erased, fmt.Sprintf("filesystem partition %s at %#x, %d KiB (config levels and files)", p.Label, p.Offset, p.Size>>10))
 	}
 	if err := d.flash.Sync(); err != nil {
 		return r, err
 	}
-	r.Erased = append(r.Erased, fmt.Sprintf("filesystem partition %s at %#x, %d KiB (config levels and files)", part.Label, part.Offset, part.Size>>10))
 	r.Kept = append(r.Kept, "bootloader, partition table and firmware")
 	if d.efuses != nil {
 		r.Kept = append(r.Kept, "efuses")
@@ -88,42 +92,48 @@ func FactoryReset(dir string, all bool) (ResetReport, error) {
 	return r, nil
 }
 
-// rootFSPartition locates the root filesystem as the firmware does at boot:
-// from the partition table on an ESP32, from rBoot's config (the current
-// app slot's filesystem) on an ESP8266.
-func (d *Device) rootFSPartition() (partition.Entry, error) {
+// fsPartitions returns every root filesystem the firmware may mount: the
+// data/spiffs partitions of the ESP32 partition table (fs_0 and fs_1, one
+// per OTA slot), or the filesystems of the app slots in rBoot's config on
+// an ESP8266 (its defaults when the config sector is blank or damaged).
+func (d *Device) fsPartitions() ([]partition.Entry, error) {
+	var out []partition.Entry
 	if !d.board.HasPartitionTable {
-		// ESP8266: the filesystem of the app slot rBoot's config selects
-		// (its defaults when the config sector is blank or damaged).
 		lay, err := rboot.LayoutFor(d.board.FlashSize)
 		if err != nil {
-			return partition.Entry{}, err
+			return nil, err
 		}
 		conf := lay.Default
 		sector := make([]byte, rboot.SectorSize)
 		if _, err := d.flash.ReadAt(sector, rboot.ConfigAddr); err == nil {
-			if c, err := rboot.ParseConfig(sector); err == nil && int(c.CurrentROM) < rboot.MaxROMs && c.FSSizes[c.CurrentROM] != 0 {
+			if c, err := rboot.ParseConfig(sector); err == nil && c.Count > 0 {
 				conf = c
 			}
 		}
-		rom := int(conf.CurrentROM)
-		if rom >= rboot.MaxROMs {
-			rom = 0
+		for i := 0; i < int(conf.Count) && i < rboot.MaxROMs; i++ {
+			e := partition.Entry{Type: partition.TypeData, Subtype: partition.SubSPIFFS,
+				Offset: conf.FSAddrs[i], Size: conf.FSSizes[i], Label: fmt.Sprintf("fs%d", i)}
+			if e.Size != 0 && int64(e.Offset)+int64(e.Size) <= d.board.FlashSize && e.Offset%flash.SectorSize == 0 && e.Size%flash.SectorSize == 0 {
+				out = append(out, e)
+			}
 		}
-		return partition.Entry{Type: partition.TypeData, Subtype: partition.SubSPIFFS,
-			Offset: conf.FSAddrs[rom], Size: conf.FSSizes[rom], Label: fmt.Sprintf("fs%d", rom)}, nil
+		return out, nil
 	}
 	raw := make([]byte, partition.TableSize)
 	if _, err := d.cpuView(true).ReadAt(raw, partition.Offset); err != nil {
-		return partition.Entry{}, err
+		return nil, err
 	}
 	t, err := partition.Parse(raw)
 	if err != nil {
-		return partition.Entry{}, fmt.Errorf("partition table: %v (nothing erased; --all erases the whole flash)", err)
+		return nil, fmt.Errorf("partition table: %v (nothing erased; --all erases the whole flash)", err)
 	}
-	p, ok := t.RootFS()
-	if !ok {
-		return partition.Entry{}, errors.New("no filesystem partition in the partition table (nothing erased; --all erases the whole flash)")
+	for _, e := range t {
+		if e.Type == partition.TypeData && e.Subtype == partition.SubSPIFFS {
+			out = append(out, e)
+		}
 	}
-	return p, nil
+	if len(out) == 0 {
+		return nil, errors.New("no filesystem partition in the partition table (nothing erased; --all erases the whole flash)")
+	}
+	return out, nil
 }

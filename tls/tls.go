@@ -32,7 +32,7 @@ func ServerConfig(fsys afero.Fs, certFile, keyFile, caFile string, atca SignerFu
 	if err != nil {
 		return nil, err
 	}
-	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	cfg := mbedTLS(&tls.Config{Certificates: []tls.Certificate{cert}})
 	if caFile != "" {
 		if cfg.ClientCAs, err = certPool(fsys, caFile); err != nil {
 			return nil, err
@@ -159,7 +159,7 @@ var _ = []any{(*ecdsa.PrivateKey)(nil), (*rsa.PrivateKey)(nil)}
 // while the handshake verifies it.
 func ClientConfig(fsys afero.Fs, certFile, keyFile, caFile, serverName string, atca SignerFunc, ram *RAM) (*tls.Config, error) {
 	// Verification is ours (on demand), so Go's own is skipped.
-	cfg := &tls.Config{ServerName: serverName, MinVersion: tls.VersionTLS12, InsecureSkipVerify: true}
+	cfg := mbedTLS(&tls.Config{ServerName: serverName, InsecureSkipVerify: true})
 	if caFile != "" { // without ssl_ca_cert the firmware does not verify the server
 		if _, err := fsys.Stat(caFile); err != nil {
 			return nil, fmt.Errorf("failed to read %s: %w", caFile, err)

@@ -20,7 +20,7 @@ func main() {
 		SilenceErrors: true,
 	}
 	root.SetVersionTemplate("mosemu {{.Version}}\n")
-	root.AddCommand(runCmd(), fleetCmd(), efuseCmd(), flashCmd(), factoryResetCmd(), benchCmd(), fwBundle8266Cmd())
+	root.AddCommand(runCmd(), fleetCmd(), efuseCmd(), flashCmd(), factoryResetCmd(), benchCmd(), fwBundleCmd(), fwBundle8266Cmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "mosemu:", err)
 		os.Exit(1)

@@ -19,12 +19,12 @@ package main
 //     are kept for the commands that follow.
 //   - `mos` is the repository's Go client: a `mos` script first on PATH runs
 //     this test binary as internal/moscli (call, ls, get, put, rm,
-//     config-get, config-set, --port, --rpc-creds). The substitution is the
+//     config-get, config-set, ota, wifi, console, --port, --rpc-creds). The substitution is the
 //     only stand-in: a README command that mos would run and the stand-in
 //     does not know fails the test.
 //   - Long-running commands (`make run`, `mosemu run`, `mosemu fleet`, their
-//     ./bin/mosemu forms, and any line whose comment says "another
-//     terminal") are started in the background, as the reader starts them
+//     ./bin/mosemu forms, `mos console`, and any line whose comment says
+//     "another terminal") are started in the background, as the reader starts them
 //     in another terminal; the test goes on once they print their banner
 //     (mosemu's "device up" / "devices started" line, or for other commands
 //     their first line plus half a second) and stops them (SIGINT, as
@@ -150,7 +150,7 @@ func readmeBlocks(readme []byte) (blocks [][]readmeCommand, skipped []int) {
 
 var (
 	deviceCmd    = regexp.MustCompile(`^(make run\b|(\./bin/)?mosemu (run|fleet)\b)`)
-	serverCmd    = regexp.MustCompile(deviceCmd.String() + `|\s#.*\banother terminal\b`)
+	serverCmd    = regexp.MustCompile(deviceCmd.String() + `|^mos\b.*\sconsole\b|\s#.*\banother terminal\b`)
 	expectFail   = regexp.MustCompile(`\s#\s*fails\b(?::\s*(\d{3}\b)?)?`)
 	findingNote  = regexp.MustCompile(`\bfinding=([a-z][a-z ]*[a-z])`)
 	stateFlag    = regexp.MustCompile(`--state[ =](\S+)`)
@@ -490,6 +490,7 @@ func TestReadmeBlocks(t *testing.T) {
 	for text, bg := range map[string]bool{
 		"make run": true, "./bin/mosemu run --state s": true, "mosemu fleet --count 3": true,
 		"mosemu lab --http :0   # in another terminal": true, "mosemu flash dump": false, "mos call run": false,
+		"mos console --port mqtt://h/d": true, "mos --port x console": true, "mos --port x call Console.Get": false,
 	} {
 		if serverCmd.MatchString(text) != bg {
 			t.Errorf("%q: background = %v, want %v", text, !bg, bg)

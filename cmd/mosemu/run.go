@@ -21,6 +21,8 @@ func runCmd() *cobra.Command {
 	var opts emu.Options
 	var quiet, broker, timestamps bool
 	var brokerAddr string
+	var wifiAPs []string
+	var wifiAPsFile string
 	var wires []string
 	c := &cobra.Command{
 		Use:   "run",
@@ -37,6 +39,9 @@ The console log is mirrored to stderr unless --quiet.`,
 				}
 			}
 			opts.Serial = true
+			if err := addWiFiAPs(&opts, wifiAPs, wifiAPsFile); err != nil {
+				return err
+			}
 			for _, w := range wires {
 				wire, err := emu.ParseWire(w)
 				if err != nil {
@@ -88,6 +93,8 @@ The console log is mirrored to stderr unless --quiet.`,
 	f.StringVar(&brokerAddr, "broker-addr", "127.0.0.1:1883", "MQTT broker address: used if a broker answers there, else an embedded broker listens there (or on a free port if it is taken)")
 	f.StringVar(&opts.SerialLink, "serial-link", "", "symlink kept pointing to the serial pty while the device runs (default STATE/serial; - for none)")
 	f.BoolVar(&timestamps, "timestamps", false, "prefix each console line mirrored to stderr with the time, as mos console does ([Jan _2 15:04:05.000])")
+	f.StringArrayVar(&wifiAPs, "wifi-ap", nil, "an access point the device's Wi-Fi sees, SSID[:PASSWORD[:RSSI]] (repeatable)")
+	f.StringVar(&wifiAPsFile, "wifi-aps", "", `JSON file of access points: [{"ssid":"Lab","pass":"secret123","rssi":-60,"channel":6,"net":"10.0.0.0/24"}]`)
 	f.StringArrayVar(&wires, "wire", nil, "wire a part to the board's GPIOs, kept in the state: atecc608a:sda=12,scl=14,addr=0x60 or atecc608a:none (default: ESP8266 SDA 12/SCL 14, ESP32 SDA 32/SCL 33, at 0x60)")
 	return c
 }
@@ -96,8 +103,15 @@ func printWhere(d *emu.Device, took time.Duration) {
 	id := d.Identity()
 	fmt.Printf("mosemu: %s device up in %v (state %s)\n", id.Arch, took.Round(time.Millisecond), d.StateDir())
 	if a := d.HTTPAddr(); a != "" {
-		fmt.Printf("  RPC over WebSocket: mos --port ws://%s/rpc call Sys.GetInfo\n", a)
-		fmt.Printf("  RPC over HTTP:      curl http://%s/rpc/Sys.GetInfo\n", a)
+		ws, web, k := "ws", "http", ""
+		if d.HTTPTLS() {
+			ws, web, k = "wss", "https", "-k "
+		}
+		fmt.Printf("  RPC over WebSocket: mos --port %s://%s/rpc call Sys.GetInfo\n", ws, a)
+		fmt.Printf("  RPC over HTTP:      curl %s%s://%s/rpc/Sys.GetInfo\n", k, web, a)
+		if la := d.HTTPListenAddr(); la != "" {
+			fmt.Printf("  (the device's http.listen_addr %s is served on the host at %s; --http changes it)\n", la, a)
+		}
 	}
 	if p := d.SerialPath(); p != "" {
 		if l := d.SerialLink(); l != "" {

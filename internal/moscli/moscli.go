@@ -1,6 +1,6 @@
 // Package moscli is a stand-in for the subset of the mos command line the
-// README uses (call, ls, get, put, rm, config-get, config-set, with --port
-// and --rpc-creds), built on the repository's Go RPC client. It lets the
+// README uses (call, ls, get, put, rm, config-get, config-set, ota, wifi,
+// console, with --port and --rpc-creds), built on the repository's Go RPC client. It lets the
 // README test run the README's mos lines on a machine without mos; the
 // frames it sends are the client's, which speak mos's wire formats.
 package moscli
@@ -76,7 +76,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	if len(rest) == 0 {
-		return errors.New("no command (this stand-in knows call, ls, get, put, rm, config-get, config-set)")
+		return errors.New("no command (this stand-in knows call, ls, get, put, rm, config-get, config-set, ota, wifi, console)")
 	}
 	if c.port == "" {
 		c.port = os.Getenv("MOS_PORT")
@@ -112,8 +112,17 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return c.configGet(ctx, args)
 	case "config-set":
 		return c.configSet(ctx, args)
+	case "ota":
+		return c.ota(ctx, args)
+	case "console":
+		return c.console(args)
+	case "wifi": // mos wifi SSID PASS is this config-set
+		if len(args) != 2 {
+			return errors.New("usage: wifi SSID PASSWORD")
+		}
+		return c.configSet(ctx, []string{"wifi.ap.enable=false", "wifi.sta.enable=true", "wifi.sta.ssid=" + args[0], "wifi.sta.pass=" + args[1]})
 	}
-	return fmt.Errorf("unknown command %q (this stand-in knows call, ls, get, put, rm, config-get, config-set)", cmd)
+	return fmt.Errorf("unknown command %q (this stand-in knows call, ls, get, put, rm, config-get, config-set, ota, wifi, console)", cmd)
 }
 
 func (c *cli) dial(ctx context.Context) (*client.Client, error) {
@@ -412,6 +421,65 @@ func (c *cli) configSet(ctx context.Context, args []string) error {
 	if save && reboot {
 		c.waitReboot(ctx, cl)
 	}
+	return nil
+}
+
+// ota does what mos ota does: OTA.Status (the device must be idle),
+// OTA.Begin with the size, OTA.Write in 512-byte chunks (3 tries each),
+// OTA.End; then, as a user would, it waits for the device to reboot into
+// the update.
+func (c *cli) ota(ctx context.Context, args []string) error {
+	commitTimeout := 300
+	var files []string
+	for i := 0; i < len(args); i++ {
+		switch a := args[i]; {
+		case a == "--commit-timeout" && i+1 < len(args):
+			i++
+			n, err := strconv.Atoi(args[i])
+			if err != nil {
+				return fmt.Errorf("--commit-timeout: %w", err)
+			}
+			commitTimeout = n
+		default:
+			files = append(files, a)
+		}
+	}
+	if len(files) != 1 {
+		return errors.New("usage: ota FW.ZIP [--commit-timeout SECONDS]")
+	}
+	data, err := os.ReadFile(files[0])
+	if err != nil {
+		return err
+	}
+	cl, err := c.dial(ctx)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	res, err := cl.Call(ctx, "OTA.Status", nil)
+	if err != nil {
+		return err
+	}
+	var st struct {
+		State int `json:"state"`
+	}
+	if json.Unmarshal(res, &st) != nil || (st.State != 0 && st.State != 2) {
+		return fmt.Errorf("device is busy with an update (OTA.Status %s)", res)
+	}
+	if _, err := cl.Call(ctx, "OTA.Begin", map[string]any{"timeout": 600, "commit_timeout": commitTimeout, "size": len(data)}); err != nil {
+		return err
+	}
+	for off := 0; off < len(data); off += putChunk {
+		params := map[string]any{"offset": off, "data": base64.StdEncoding.EncodeToString(data[off:min(off+putChunk, len(data))])}
+		if _, err := retry(ctx, func() (json.RawMessage, error) { return cl.Call(ctx, "OTA.Write", params) }); err != nil {
+			return err
+		}
+	}
+	if _, err := cl.Call(ctx, "OTA.End", nil); err != nil {
+		return err
+	}
+	fmt.Fprintln(c.log, "Update applied, device is rebooting")
+	c.waitReboot(ctx, cl)
 	return nil
 }
 
