@@ -5,6 +5,7 @@ STATE    ?= state/default
 ARCH     ?= esp32
 HTTP     ?= 127.0.0.1:8080
 BROKER   ?= 127.0.0.1:1883
+UI       ?= 127.0.0.1:9090
 BIN      := bin/mosemu
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@2025.1.1
 
@@ -19,7 +20,7 @@ install:
 	$(GO) install ./cmd/mosemu
 
 run: build
-	./$(BIN) run --arch $(ARCH) --state $(STATE) --http $(HTTP) --broker-addr $(BROKER)
+	./$(BIN) run --arch $(ARCH) --state $(STATE) --http $(HTTP) --broker-addr $(BROKER) --ui $(UI)
 
 # Interop peers: esptool-js (npm) for the ROM loader, mosquitto, openssl and
 # curl (Debian) for MQTT and TLS. Installed only when missing.

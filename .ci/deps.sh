@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the real peers the interop tests talk to, when they are missing:
-# mosquitto, openssl and curl from Debian, esptool-js from npm (`npm ci` from
+# mosquitto, openssl, curl and chromium from Debian, esptool-js from npm (`npm ci` from
 # the committed package-lock.json, in the test directory that pins it).
 # Safe to run repeatedly.
 #
@@ -23,6 +23,7 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
+command -v chromium >/dev/null 2>&1 || need+=(chromium) # lab console browser tests (chromedp)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     warn "missing ${need[*]}: install them (apt-get install ${need[*]}) or the interop tests needing them skip"

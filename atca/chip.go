@@ -1057,3 +1057,15 @@ func Load(path string, seed uint64) (*Chip, error) {
 	}
 	return c, nil
 }
+
+// Inspect returns a copy of the configuration zone and, per slot, whether
+// it holds anything other than the factory fill (never the slot contents),
+// for tools that show the chip without exposing secrets.
+func (c *Chip) Inspect() (config [128]byte, written [16]bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, s := range c.Slots {
+		written[i] = len(s) > 0 && !bytes.Equal(s, bytes.Repeat([]byte{0xFF}, len(s)))
+	}
+	return c.Config, written
+}

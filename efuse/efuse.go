@@ -118,6 +118,10 @@ type Efuses struct {
 	conf    uint32
 	clk     uint32
 	dacConf uint32
+
+	// OnBurn, when set, is called after a burn (with the efuses locked: it
+	// must not call back into them), e.g. to show the burn in a lab console.
+	OnBurn func()
 }
 
 // Factory returns a fresh ESP32-D0WDQ6 revision 1 with a MAC derived from
@@ -199,6 +203,9 @@ func (e *Efuses) burn(w [4][8]uint32) {
 			}
 			e.stored[b][i] |= bitsToSet
 		}
+	}
+	if e.OnBurn != nil {
+		e.OnBurn()
 	}
 }
 

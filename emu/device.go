@@ -18,6 +18,7 @@ import (
 	"github.com/mosemu/mosemu/emu/console"
 	"github.com/mosemu/mosemu/emu/flash"
 	"github.com/mosemu/mosemu/emu/flashenc"
+	"github.com/mosemu/mosemu/emu/observe"
 	"github.com/mosemu/mosemu/emu/uart"
 	"github.com/mosemu/mosemu/emu/wifi"
 )
@@ -36,6 +37,9 @@ type Options struct {
 	Serial bool
 	// Console receives a copy of the console log (e.g. os.Stderr); may be nil.
 	Console io.Writer
+	// Hub receives the device's events (console lines, RPC calls, efuse
+	// burns, flash writes); nil gives the device a hub of its own.
+	Hub *observe.Hub
 	// Seed, when non-zero, fixes the per-unit values of a new device.
 	Seed uint64
 	// FlashEncryption marks a new device's bootloader as built with flash
@@ -99,7 +103,13 @@ type Device struct {
 
 	serialLink string // symlink to the pty, "" without one
 
-	mqttLog   *mqttLog // console over MQTT (debug.stderr_topic)
+	mqttLog *mqttLog // console over MQTT (debug.stderr_topic)
+
+	hub       *observe.Hub  // where the device reports events (inspect.go)
+	holdDL    bool          // download mode held from outside (HoldDownload)
+	powerCut  bool          // Close without flushing the serial port (PowerOff)
+	releaseDL chan struct{} // ends a held download mode
+
 	ownSchema *configs.Schema
 	macFn     func() [6]byte // factory MAC source; nil derives it from the seed
 }
@@ -153,6 +163,8 @@ func New(opts Options) (*Device, error) {
 	if d.flash, err = flash.Open(filepath.Join(opts.StateDir, FlashFile), board.FlashSize); err != nil {
 		return nil, err
 	}
+	d.releaseDL = make(chan struct{}, 1)
+	d.attachObservers()
 	if opts.Serial {
 		if d.port, err = uart.Open(); err != nil {
 			d.flash.Close()
@@ -250,9 +262,12 @@ func (d *Device) Close() error {
 	}
 	d.closed = true
 	d.stopLocked()
+	noFlush := d.powerCut
 	d.mu.Unlock()
 	if d.port != nil {
-		d.port.Flush(200 * time.Millisecond)
+		if !noFlush {
+			d.port.Flush(200 * time.Millisecond)
+		}
 		if d.serialLink != "" {
 			unlinkSerial(d.serialLink, d.port.Path())
 		}

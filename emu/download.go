@@ -126,6 +126,12 @@ func (t loaderTarget) WriteReg(addr, v uint32) bool {
 	return true
 }
 
+func (d *Device) heldInDownload() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.holdDL
+}
+
 // enterDownload stops the firmware and runs the ROM loader on the UART
 // until it exits or goes idle, then boots the firmware again.
 func (d *Device) enterDownload(in *heldInput) {
@@ -161,6 +167,11 @@ func (d *Device) enterDownload(in *heldInput) {
 			idle.Reset(downloadIdle)
 			continue
 		case <-idle.C:
+			if d.heldInDownload() {
+				idle.Reset(downloadIdle)
+				continue
+			}
+		case <-d.releaseDL:
 		}
 		break
 	}
@@ -168,6 +179,7 @@ func (d *Device) enterDownload(in *heldInput) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.downloading = false
+	d.holdDL = false
 	if d.closed {
 		return
 	}

@@ -47,6 +47,7 @@ func (d *Device) startFirmware(fw *firmware) error {
 			AuthDomain: c.String("rpc.auth_domain"), AuthFile: c.String("rpc.auth_file"), AuthAlgo: c.Int("rpc.auth_algo")}
 	}}
 	fw.disp = disp
+	d.traceRPC(disp)
 	rpc.RegisterFS(disp, fw.fs, d.log)
 	configs.RegisterService(disp, fw.cfg, rebooter{d}, d.log)
 	if cfg.Bool("rpc.service_sys_enable") {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/mosemu/mosemu/internal/glob"
 )
@@ -32,6 +33,9 @@ type Dispatcher struct {
 	MaxFrameSize func() int
 	// Log receives the firmware's log lines; must not be nil.
 	Log *slog.Logger
+	// Trace, when set, is called after every dispatched request with its
+	// outcome (nil, ErrDrop or an *Error) and how long it took.
+	Trace func(req *Request, err error, latency time.Duration)
 
 	mu       sync.RWMutex
 	handlers []registered // registration order
@@ -139,6 +143,16 @@ func (d *Dispatcher) maxFrame() int {
 // Dispatch runs one request through the lockout, the guard and its handler.
 // The error is nil, ErrDrop or an *Error.
 func (d *Dispatcher) Dispatch(ctx context.Context, req *Request) (json.RawMessage, error) {
+	if d.Trace == nil {
+		return d.dispatch(ctx, req)
+	}
+	start := time.Now()
+	res, err := d.dispatch(ctx, req)
+	d.Trace(req, err, time.Since(start))
+	return res, err
+}
+
+func (d *Dispatcher) dispatch(ctx context.Context, req *Request) (json.RawMessage, error) {
 	if d.Lockout != nil {
 		if e := d.Lockout(); e != nil {
 			return nil, e

@@ -23,7 +23,21 @@ const (
 type RAM struct {
 	mu                   sync.Mutex
 	total, free, minFree int
+	conns                int // open connections charged by a Listener
 	reserve              int
+}
+
+// Conns returns how many connections accepted by a Listener are open.
+func (r *RAM) Conns() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.conns
+}
+
+func (r *RAM) countConn(d int) {
+	r.mu.Lock()
+	r.conns += d
+	r.mu.Unlock()
 }
 
 // NewRAM returns a heap of total bytes with free available after boot,
@@ -82,6 +96,7 @@ func (l *Listener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		if l.RAM.Alloc(l.Cost) {
+			l.RAM.countConn(1)
 			return &ramConn{Conn: c, ram: l.RAM, cost: l.Cost}, nil
 		}
 		_, free, _ := l.RAM.Stats()
@@ -99,6 +114,6 @@ type ramConn struct {
 }
 
 func (c *ramConn) Close() error {
-	c.once.Do(func() { c.ram.Release(c.cost) })
+	c.once.Do(func() { c.ram.Release(c.cost); c.ram.countConn(-1) })
 	return c.Conn.Close()
 }

@@ -34,8 +34,8 @@ type runningDevice struct {
 	done   chan struct{}
 }
 
-// startRun starts `mosemu run -q ARGS` and reads its banner.
-func startRun(t *testing.T, args ...string) *runningDevice {
+// startMosemuRun starts `mosemu run -q ARGS` and reads its banner.
+func startMosemuRun(t *testing.T, args ...string) *runningDevice {
 	t.Helper()
 	cmd := mosemu(append([]string{"run", "-q", "--http", "127.0.0.1:0"}, args...)...)
 	out, err := cmd.StdoutPipe()
@@ -122,7 +122,7 @@ func TestSerialLinkAndSharedBroker(t *testing.T) {
 	dir := t.TempDir()
 	state := filepath.Join(dir, "a")
 	broker := freeAddr(t)
-	a := startRun(t, "--state", state, "--broker-addr", broker)
+	a := startMosemuRun(t, "--state", state, "--broker-addr", broker)
 	link := filepath.Join(state, emu.SerialLinkFile)
 	pty, err := os.Readlink(link)
 	if err != nil || !strings.HasPrefix(pty, "/dev/") {
@@ -136,7 +136,7 @@ func TestSerialLinkAndSharedBroker(t *testing.T) {
 	}
 
 	own := filepath.Join(dir, "b.serial")
-	b := startRun(t, "--state", filepath.Join(dir, "b"), "--broker-addr", broker, "--serial-link", own)
+	b := startMosemuRun(t, "--state", filepath.Join(dir, "b"), "--broker-addr", broker, "--serial-link", own)
 	if !strings.Contains(b.banner, "using the broker already answering on "+broker) || !strings.Contains(b.banner, "mqtt://"+broker+"/") {
 		t.Fatalf("second device did not take the first one's broker:\n%s", b.banner)
 	}
@@ -152,7 +152,7 @@ func TestSerialLinkAndSharedBroker(t *testing.T) {
 	if _, err := os.Lstat(link); !os.IsNotExist(err) {
 		t.Fatalf("%s left behind after exit: %v", link, err)
 	}
-	startRun(t, "--state", state, "--broker-addr", broker)
+	startMosemuRun(t, "--state", state, "--broker-addr", broker)
 	if got := ping(t, link); !strings.Contains(got, "UART0") {
 		t.Fatalf("after a restart, RPC.Ping through %s = %s", link, got)
 	}
@@ -175,7 +175,7 @@ func TestBrokerAddrTakenByNotABroker(t *testing.T) {
 			c.Close()
 		}
 	}()
-	d := startRun(t, "--state", t.TempDir(), "--broker-addr", l.Addr().String())
+	d := startMosemuRun(t, "--state", t.TempDir(), "--broker-addr", l.Addr().String())
 	if !strings.Contains(d.banner, l.Addr().String()+" is taken by something that is not an MQTT broker") {
 		t.Fatalf("banner does not say the broker address was taken:\n%s", d.banner)
 	}

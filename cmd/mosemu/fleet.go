@@ -18,6 +18,7 @@ func fleetCmd() *cobra.Command {
 	var o fleet.Options
 	var brokerAddr string
 	var exitAfter time.Duration
+	var uiAddr string
 	c := &cobra.Command{
 		Use:   "fleet",
 		Short: "Run many devices in one process, connected to an MQTT broker",
@@ -60,6 +61,13 @@ Prints a summary, then serves until SIGINT/SIGTERM (or --exit-after).`,
 				d := f.Devices[0]
 				fmt.Printf("  e.g. mos --port mqtt://%s/%s call Sys.GetInfo   (or ws://%s/rpc)\n", o.MQTTBroker, d.DeviceID(), d.HTTPAddr())
 			}
+			if uiAddr != "" {
+				ui, err := fleetUI(uiAddr, f.Devices)
+				if err != nil {
+					return err
+				}
+				defer ui.Close()
+			}
 			if exitAfter > 0 {
 				select {
 				case <-ctx.Done():
@@ -78,5 +86,6 @@ Prints a summary, then serves until SIGINT/SIGTERM (or --exit-after).`,
 	fl.Float64Var(&o.Rate, "rate", 0, "device arrivals per second (0 = as fast as possible)")
 	fl.StringVar(&brokerAddr, "broker-addr", "", "existing MQTT broker host:port (default: an embedded broker)")
 	fl.DurationVar(&exitAfter, "exit-after", 0, "stop after this long (0 = run until interrupted)")
+	fl.StringVar(&uiAddr, "ui", "", "serve the lab console (a list of the devices, a page for each) on this host address")
 	return c
 }

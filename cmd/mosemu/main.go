@@ -21,6 +21,7 @@ func main() {
 	}
 	root.SetVersionTemplate("mosemu {{.Version}}\n")
 	root.AddCommand(runCmd(), fleetCmd(), efuseCmd(), flashCmd(), factoryResetCmd(), benchCmd(), fwBundleCmd(), fwBundle8266Cmd())
+	root.AddCommand(snapshotCmd(), labCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "mosemu:", err)
 		os.Exit(1)

@@ -33,8 +33,9 @@ package main
 //     stopped, as the README tells the reader to stop it first.
 //   - `make test` is not run (it runs this test).
 //   - Addresses: every 127.0.0.1:PORT in the README is replaced by a free
-//     port, and make's HTTP and BROKER variables point at the one standing
-//     for 127.0.0.1:8080 and a free broker port, so that the test never
+//     port, make's HTTP, BROKER and UI variables point at the ones standing
+//     for 127.0.0.1:8080, :1883 and :9090, and a `mosemu run` line without
+//     --http or --broker-addr gets the stand-ins of those defaults, so that the test never
 //     touches a device someone runs on the default ports.
 //   - `make install` installs into a temporary GOPATH (GOMODCACHE stays the
 //     real one, so no download is needed), which the README's PATH line
@@ -149,6 +150,7 @@ func readmeBlocks(readme []byte) (blocks [][]readmeCommand, skipped []int) {
 }
 
 var (
+	runCmdLine   = regexp.MustCompile(`^(\./bin/)?mosemu run\b`)
 	deviceCmd    = regexp.MustCompile(`^(make run\b|(\./bin/)?mosemu (run|fleet)\b)`)
 	serverCmd    = regexp.MustCompile(deviceCmd.String() + `|^mos\b.*\sconsole\b|\s#.*\banother terminal\b`)
 	expectFail   = regexp.MustCompile(`\s#\s*fails\b(?::\s*(\d{3}\b)?)?`)
@@ -267,7 +269,7 @@ func TestREADME(t *testing.T) {
 	env := []string{}
 	for _, kv := range os.Environ() {
 		switch strings.SplitN(kv, "=", 2)[0] {
-		case "GOPATH", "GOBIN", "GOFLAGS", "PATH", "HTTP", "BROKER", "STATE", "ARCH", mosStandInEnv:
+		case "GOPATH", "GOBIN", "GOFLAGS", "PATH", "HTTP", "BROKER", "UI", "STATE", "ARCH", mosStandInEnv:
 			continue
 		}
 		env = append(env, kv)
@@ -281,6 +283,7 @@ func TestREADME(t *testing.T) {
 		"GOFLAGS="+strings.TrimSpace(os.Getenv("GOFLAGS")+" -trimpath"),
 		"HTTP="+ports["8080"],
 		"BROKER="+broker,
+		"UI="+mapPort("9090"),
 	)
 	prelude := filepath.Join(tmp, "exports.sh")
 	os.WriteFile(prelude, nil, 0o644)
@@ -303,6 +306,14 @@ func TestREADME(t *testing.T) {
 			text := loopbackAddr.ReplaceAllStringFunc(c.text, func(a string) string {
 				return mapPort(strings.TrimPrefix(a, "127.0.0.1:"))
 			})
+			if runCmdLine.MatchString(text) { // mosemu run's default addresses are 8080 and 1883
+				if !strings.Contains(text, "--http") {
+					text += " --http " + mapPort("8080")
+				}
+				if !strings.Contains(text, "--broker") {
+					text += " --broker-addr " + broker
+				}
+			}
 			where := fmt.Sprintf("[%4.1fs] README.md:%d: %s", time.Since(began).Seconds(), c.line, c.text)
 			if text != c.text {
 				where += "\n    run as: " + text

@@ -21,6 +21,7 @@ func runCmd() *cobra.Command {
 	var opts emu.Options
 	var quiet, broker, timestamps bool
 	var brokerAddr string
+	var lo labOptions
 	var wifiAPs []string
 	var wifiAPsFile string
 	var wires []string
@@ -59,13 +60,14 @@ The console log is mirrored to stderr unless --quiet.`,
 				opts.MQTTBroker = addr
 			}
 			start := time.Now()
-			d, err := emu.New(opts)
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			seat, err := openSeat(ctx, opts, lo)
 			if err != nil {
 				return err
 			}
-			defer d.Close()
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
+			defer seat.Close()
+			d := seat.Device()
 			if err := d.Start(ctx); err != nil {
 				fmt.Fprintf(os.Stderr, "mosemu: boot failed: %v (the ROM loader still answers on %s)\n", err, d.SerialPath())
 			}
@@ -76,6 +78,13 @@ The console log is mirrored to stderr unless --quiet.`,
 				d.Reboot()
 			}
 			printWhere(d, time.Since(start))
+			if lo.ui != "" {
+				ui, err := startUI(seat, lo)
+				if err != nil {
+					return err
+				}
+				defer ui.Close()
+			}
 			<-ctx.Done()
 			fmt.Fprintln(os.Stderr, "mosemu: shutting down")
 			return nil
@@ -96,6 +105,7 @@ The console log is mirrored to stderr unless --quiet.`,
 	f.StringArrayVar(&wifiAPs, "wifi-ap", nil, "an access point the device's Wi-Fi sees, SSID[:PASSWORD[:RSSI]] (repeatable)")
 	f.StringVar(&wifiAPsFile, "wifi-aps", "", `JSON file of access points: [{"ssid":"Lab","pass":"secret123","rssi":-60,"channel":6,"net":"10.0.0.0/24"}]`)
 	f.StringArrayVar(&wires, "wire", nil, "wire a part to the board's GPIOs, kept in the state: atecc608a:sda=12,scl=14,addr=0x60 or atecc608a:none (default: ESP8266 SDA 12/SCL 14, ESP32 SDA 32/SCL 33, at 0x60)")
+	lo.flags(f)
 	return c
 }
 

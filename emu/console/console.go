@@ -53,6 +53,13 @@ type Sink interface {
 	WriteLog(line []byte)
 }
 
+// LevelSink is a Sink that also wants each line's level (lines printed
+// with Print, such as the boot ROM's, have none and arrive via WriteLog).
+type LevelSink interface {
+	Sink
+	WriteLogLevel(l slog.Level, line []byte)
+}
+
 // Output fans log lines out to a set of sinks and filters them by level.
 // Safe for concurrent use.
 type Output struct {
@@ -89,6 +96,21 @@ func (o *Output) Print(src, msg string) {
 	o.mu.Unlock()
 	for _, s := range sinks {
 		s.WriteLog(line)
+	}
+}
+
+// PrintLevel writes one line logged at level l (already filtered).
+func (o *Output) PrintLevel(l slog.Level, src, msg string) {
+	line := Format(src, msg)
+	o.mu.Lock()
+	sinks := o.sinks
+	o.mu.Unlock()
+	for _, s := range sinks {
+		if ls, ok := s.(LevelSink); ok {
+			ls.WriteLogLevel(l, line)
+		} else {
+			s.WriteLog(line)
+		}
 	}
 }
 
@@ -160,7 +182,7 @@ func (h *Handler) Handle(_ context.Context, r slog.Record) error {
 		f, _ := runtime.CallersFrames([]uintptr{r.PC}).Next()
 		src = filepath.Base(f.File) + ":" + strconv.Itoa(f.Line)
 	}
-	h.out.Print(src, r.Message+extra.String())
+	h.out.PrintLevel(r.Level, src, r.Message+extra.String())
 	return nil
 }
 

@@ -25,6 +25,11 @@ type Chip struct {
 	size    int64
 	sectors map[int64]*[SectorSize]byte // sector index -> contents; absent = erased
 	file    *os.File                    // nil for a memory-only chip
+
+	// OnChange, when set before the chip is used, is called after every
+	// program (erase=false) or erase of [off, off+n), outside the chip's
+	// lock, e.g. to redraw a lab console's flash map.
+	OnChange func(off, n int64, erase bool)
 }
 
 // NewMemory returns a blank (all 0xFF) chip of size bytes kept only in memory.
@@ -137,6 +142,9 @@ func (c *Chip) WriteAt(p []byte, off int64) (int, error) {
 	if err := c.check(off, int64(len(p))); err != nil {
 		return 0, err
 	}
+	if c.OnChange != nil {
+		defer c.OnChange(off, int64(len(p)), false)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for n := 0; n < len(p); {
@@ -178,6 +186,9 @@ func (c *Chip) Erase(off, n int64) error {
 	}
 	if err := c.check(off, n); err != nil {
 		return err
+	}
+	if c.OnChange != nil {
+		defer c.OnChange(off, n, true)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
