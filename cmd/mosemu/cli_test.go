@@ -134,6 +134,9 @@ func TestSerialLinkAndSharedBroker(t *testing.T) {
 	if got := ping(t, link); !strings.Contains(got, "UART0") {
 		t.Fatalf("RPC.Ping through %s = %s", link, got)
 	}
+	if out, err := mosemu("factory-reset", "--state", state).CombinedOutput(); err == nil || !strings.Contains(string(out), "running") {
+		t.Fatalf("factory-reset of a running device: %v %s", err, out)
+	}
 
 	own := filepath.Join(dir, "b.serial")
 	b := startMosemuRun(t, "--state", filepath.Join(dir, "b"), "--broker-addr", broker, "--serial-link", own)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/mosemu/mosemu/emu"
+	"github.com/mosemu/mosemu/emu/snapshot"
 	"github.com/spf13/cobra"
 )
 
@@ -24,9 +25,16 @@ next start is the same unit (arch, MAC, serial numbers from device.json)
 fresh from the factory.
 
 Stop the device first (Ctrl-C): a running device keeps its flash in memory.
-A device whose STATE/serial link points to a live pty is refused.`,
+A running device (its state lock held, or its STATE/serial link pointing to a
+live pty) is refused.`,
 		Args: exactArgs(0),
 		RunE: func(*cobra.Command, []string) error {
+			if running, err := snapshot.Running(state); err != nil || running {
+				if err == nil {
+					err = fmt.Errorf("%s: the device is running: stop it first (Ctrl-C)", state)
+				}
+				return err
+			}
 			r, err := emu.FactoryReset(state, all)
 			if err != nil {
 				return err
