@@ -120,7 +120,16 @@ func (e *ParseError) Error() string { return e.Msg }
 // config), as the firmware parses a config file or a Config.Set value:
 // unknown keys are ignored, keys conf_acl refuses are skipped and reported
 // through denied.
+//
+// A value outside its key's range (Node.Min/Max) is refused with a
+// *ParseError.
 func (c *Config) Apply(key string, text []byte, acl string, denied func(path string)) error {
+	return c.applyText(key, text, acl, denied, nil)
+}
+
+// applyText is Apply; with clamped set, out-of-range values are brought
+// into range and reported instead of refused (loading a saved config).
+func (c *Config) applyText(key string, text []byte, acl string, denied func(path string), clamped func(path string, from, to any)) error {
 	n, ok := c.schema.Lookup(key)
 	if !ok {
 		return fmt.Errorf("invalid config key %q", key)
@@ -136,14 +145,14 @@ func (c *Config) Apply(key string, text []byte, acl string, denied func(path str
 	}
 	// Validate everything first so that a bad value changes nothing.
 	staged := c.Clone()
-	if err := staged.apply(n, v, acl, denied); err != nil {
+	if err := staged.apply(n, v, acl, denied, clamped); err != nil {
 		return err
 	}
 	c.vals = staged.vals
 	return nil
 }
 
-func (c *Config) apply(n *Node, v any, acl string, denied func(string)) error {
+func (c *Config) apply(n *Node, v any, acl string, denied func(string), clamped func(string, any, any)) error {
 	if n.Kind == Object {
 		m, ok := v.(map[string]any)
 		if !ok {
@@ -151,7 +160,7 @@ func (c *Config) apply(n *Node, v any, acl string, denied func(string)) error {
 		}
 		for _, ch := range n.Children {
 			if cv, ok := m[ch.Key]; ok {
-				if err := c.apply(ch, cv, acl, denied); err != nil {
+				if err := c.apply(ch, cv, acl, denied, clamped); err != nil {
 					return err
 				}
 			}
@@ -205,6 +214,13 @@ func (c *Config) apply(n *Node, v any, acl string, denied func(string)) error {
 			return &ParseError{fmt.Sprintf("[%s] failed to parse [%s]", n.Path, num)}
 		}
 		val = f
+	}
+	if in := n.clamp(val); in != val {
+		if clamped == nil {
+			return &ParseError{fmt.Sprintf("[%s] out of range: %v (%v..%v)", n.Path, val, n.bound(n.Min), n.bound(n.Max))}
+		}
+		clamped(n.Path, val, in)
+		val = in
 	}
 	c.set(n, val)
 	return nil
@@ -343,7 +359,12 @@ func (l *Loader) Load(level int, boot bool) (*Config, error) {
 					l.Log.Error(fmt.Sprintf("Not allowed to set [%s]", p), "src", "mgos_config_util.c:198")
 				}
 			}
-			if err := c.Apply("", data, acl, denied); err != nil {
+			clamped := func(p string, from, to any) {
+				if l.Log != nil {
+					l.Log.Error(fmt.Sprintf("%s: [%s] out of range: %v, using %v", name, p, from, to), "src", "mgos_sys_config.c:173")
+				}
+			}
+			if err := c.applyText("", data, acl, denied, clamped); err != nil {
 				return nil, fmt.Errorf("%s: %w", name, err)
 			}
 		}

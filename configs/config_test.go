@@ -2,11 +2,12 @@ package configs
 
 import (
 	"errors"
-	"github.com/mosemu/mosemu/internal/golden"
+	"log/slog"
 	"os"
 	"strings"
 	"testing"
 
+	"github.com/mosemu/mosemu/internal/golden"
 	"github.com/spf13/afero"
 )
 
@@ -154,4 +155,36 @@ func FuzzApply(f *testing.F) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// TestRanges: Apply (Config.Set) refuses out-of-range values and changes
+// nothing; loading a saved config clamps them and says so.
+func TestRanges(t *testing.T) {
+	c := New(NewSchema("esp32"))
+	for _, v := range []string{`{"mqtt":{"keep_alive":-1}}`, `{"mqtt1":{"keep_alive":70000}}`, `{"mqtt":{"reconnect_timeout_min":-0.5}}`,
+		`{"rpc":{"max_frame_size":132000000}}`, `{"rpc":{"max_frame_size":0}}`} {
+		err := c.Apply("", []byte(v), "*", nil)
+		if err == nil || !strings.Contains(err.Error(), "out of range") {
+			t.Errorf("%s: %v", v, err)
+		}
+	}
+	if c.Int("mqtt.keep_alive") != 60 {
+		t.Fatal("a refused value changed the config")
+	}
+	if err := c.Apply("", []byte(`{"mqtt":{"keep_alive":65535,"reconnect_timeout_min":0}}`), "*", nil); err != nil {
+		t.Fatalf("in-range values refused: %v", err)
+	}
+	var logged strings.Builder
+	l := newLoader(map[string]string{"conf9.json": `{"mqtt":{"keep_alive":-1,"reconnect_timeout_max":1e300},"rpc":{"max_frame_size":132000000}}`})
+	l.Log = slog.New(slog.NewTextHandler(&logged, nil))
+	c, err := l.Load(9, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Int("mqtt.keep_alive") != 0 || c.Float("mqtt.reconnect_timeout_max") != 86400 || c.Int("rpc.max_frame_size") != MaxFrameSize {
+		t.Fatalf("not clamped: %d %f %d", c.Int("mqtt.keep_alive"), c.Float("mqtt.reconnect_timeout_max"), c.Int("rpc.max_frame_size"))
+	}
+	if strings.Count(logged.String(), "out of range") != 3 {
+		t.Fatalf("clamping not logged: %s", logged.String())
+	}
 }

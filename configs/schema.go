@@ -29,7 +29,74 @@ type Node struct {
 	Kind     Kind
 	Default  any // string, int64, bool or float64; nil for objects
 	Children []*Node
+	// Min and Max bound Int and Double values when Bounded: what the
+	// firmware's C types and the code using them allow (a 16-bit MQTT
+	// keep-alive, non-negative timers, frame sizes a device can hold).
+	Min, Max float64
+	Bounded  bool
 }
+
+// clamp returns v brought into the node's range (v itself when in range).
+func (n *Node) clamp(v any) any {
+	if !n.Bounded {
+		return v
+	}
+	switch x := v.(type) {
+	case int64:
+		if float64(x) < n.Min {
+			return int64(n.Min)
+		}
+		if float64(x) > n.Max {
+			return int64(n.Max)
+		}
+	case float64:
+		if x < n.Min || x != x { // NaN
+			return n.Min
+		}
+		if x > n.Max {
+			return n.Max
+		}
+	}
+	return v
+}
+
+// bound renders a range end in the node's type.
+func (n *Node) bound(f float64) any {
+	if n.Kind == Int {
+		return int64(f)
+	}
+	return f
+}
+
+// limits are the ranges of the bounded keys ("*" stands for mqtt and mqtt1).
+var limits = map[string][2]float64{
+	"debug.level":                                {-1, 4},
+	"debug.udp_log_level":                        {-1, 4},
+	"debug.event_level":                          {-1, 4},
+	"sys.wdt_timeout":                            {0, 3600},
+	"sys.atca.i2c_addr":                          {0, 255}, // 7-bit, or shifted as cryptoauthlib takes it
+	"http.auth_algo":                             {0, 1},
+	"rpc.max_frame_size":                         {64, MaxFrameSize},
+	"rpc.max_queue_length":                       {0, 1000},
+	"rpc.max_non_persistent_channels":            {0, 1000},
+	"rpc.default_out_channel_idle_close_timeout": {0, 86400},
+	"rpc.auth_algo":                              {0, 1},
+	"rpc.ws.reconnect_interval_min":              {0, 86400},
+	"rpc.ws.reconnect_interval_max":              {0, 86400},
+	"rpc.uart.fc_type":                           {0, 2},
+	"rpc.mqtt.qos":                               {0, 1},
+	"*.keep_alive":                               {0, 65535},
+	"*.reconnect_timeout_min":                    {0, 86400},
+	"*.reconnect_timeout_max":                    {0, 86400},
+	"*.max_qos":                                  {0, 2},
+	"*.recv_mbuf_limit":                          {0, MaxFrameSize},
+	"*.max_queue_length":                         {0, 1000},
+	"wifi.sta_connect_timeout":                   {0, 86400},
+}
+
+// MaxFrameSize is the largest rpc.max_frame_size accepted: a frame must fit
+// in the RAM of the board (and one of the host process per device).
+const MaxFrameSize = 256 * 1024
 
 // Schema is the immutable description of every config key, in firmware
 // order. Schemas are shared by all devices of an arch.
@@ -141,6 +208,19 @@ func buildSchema(arch string) *Schema {
 		}
 	}
 	walk(root, "")
+	for path, r := range limits {
+		paths := []string{path}
+		if rest, ok := strings.CutPrefix(path, "*."); ok {
+			paths = []string{"mqtt." + rest, "mqtt1." + rest}
+		}
+		for _, p := range paths {
+			n, ok := s.byPath[p]
+			if !ok || (n.Kind != Int && n.Kind != Double) {
+				panic("configs: limit on unknown or non-numeric key " + p)
+			}
+			n.Min, n.Max, n.Bounded = r[0], r[1], true
+		}
+	}
 	return s
 }
 

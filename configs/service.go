@@ -107,6 +107,35 @@ func RegisterService(r rpc.Registrar, s *Store, reboot Rebooter, log *slog.Logge
 			return nil, rpc.Errorf(404, "invalid config key")
 		}
 		denied := func(p string) { log.Error(fmt.Sprintf("Not allowed to set [%s]", p), "src", "mgos_config_util.c:198") }
+		badValue := func(err error) error {
+			var pe *ParseError
+			if errors.As(err, &pe) {
+				return rpc.Errorf(400, "invalid config value: %s", pe.Msg)
+			}
+			return rpc.Errorf(400, "invalid config value: %v", err)
+		}
+		if level < 9 {
+			// A lower level: that level's config as loaded, changed under
+			// the running conf_acl, saved to that level's file only. The
+			// running config does not change until a reboot.
+			lc, err := s.Loader.Load(level, false)
+			if err != nil {
+				return nil, rpc.Errorf(400, "failed to load config")
+			}
+			if err := lc.Apply(a.Key, val, s.Get().String("conf_acl"), denied); err != nil {
+				return nil, badValue(err)
+			}
+			if !a.Save {
+				return json.RawMessage(`{"saved": false}`), nil
+			}
+			if err := s.Loader.Save(lc, level, a.TryOnce); err != nil {
+				return nil, &rpc.Error{Code: -1, Message: "error saving config: " + err.Error()}
+			}
+			if a.Reboot {
+				reboot.Reboot(500 * time.Millisecond)
+			}
+			return json.RawMessage(`{"saved": true}`), nil
+		}
 		var toSave *Config
 		err := s.Update(func(c *Config) error {
 			if err := c.Apply(a.Key, val, c.String("conf_acl"), denied); err != nil {
@@ -116,25 +145,10 @@ func RegisterService(r rpc.Registrar, s *Store, reboot Rebooter, log *slog.Logge
 			return nil
 		})
 		if err != nil {
-			var pe *ParseError
-			if errors.As(err, &pe) {
-				return nil, rpc.Errorf(400, "invalid config value: %s", pe.Msg)
-			}
-			return nil, rpc.Errorf(400, "invalid config value: %v", err)
+			return nil, badValue(err)
 		}
 		if !a.Save {
 			return json.RawMessage(`{"saved": false}`), nil
-		}
-		if level < 9 {
-			// Save the level's own file: that level as loaded, plus this change.
-			lc, err := s.Loader.Load(level, false)
-			if err == nil {
-				err = lc.Apply(a.Key, val, "*", nil)
-			}
-			if err != nil {
-				return nil, &rpc.Error{Code: -1, Message: "error saving config: " + err.Error()}
-			}
-			toSave = lc
 		}
 		if err := s.Loader.Save(toSave, level, a.TryOnce); err != nil {
 			return nil, &rpc.Error{Code: -1, Message: "error saving config: " + err.Error()}

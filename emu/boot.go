@@ -62,8 +62,9 @@ func (d *Device) cpuView(encrypted bool) flash.Device {
 // boot runs the firmware from what is in flash.
 func (d *Device) boot() (_ *firmware, err error) {
 	fw := &firmware{started: time.Now(), ram: devtls.NewRAMReserve(d.board.RAMSize, d.board.RAMFreeAtBoot, d.board.HeapReserve)}
+	booted := false
 	defer func() {
-		if err != nil {
+		if !booted { // an error or a crash: release what was started
 			fw.stop()
 			d.revertFailedUpdate(fw.boot, err) // a new firmware that does not boot is rolled back
 		}
@@ -117,6 +118,7 @@ func (d *Device) boot() (_ *firmware, err error) {
 		return nil, err
 	}
 	d.finishBoot(fw)
+	booted = true
 	return fw, nil
 }
 

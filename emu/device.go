@@ -8,8 +8,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mosemu/mosemu/atca"
@@ -21,6 +24,7 @@ import (
 	"github.com/mosemu/mosemu/emu/observe"
 	"github.com/mosemu/mosemu/emu/uart"
 	"github.com/mosemu/mosemu/emu/wifi"
+	"github.com/mosemu/mosemu/rpc"
 )
 
 // Options configure a Device.
@@ -70,6 +74,10 @@ type Options struct {
 	// Wiring, when non-nil, rewires the board (saved in the state file);
 	// nil keeps the state's wiring (DefaultWiring on a new board).
 	Wiring []Wire
+	// Services, when set, registers extra RPC methods at every boot, after
+	// the firmware's own (custom firmware code: tests, lab scenarios). They
+	// run under the device's supervisor like every other handler.
+	Services func(r rpc.Registrar)
 }
 
 // Device is one emulated board. Its methods are safe for concurrent use.
@@ -94,8 +102,9 @@ type Device struct {
 
 	downloading bool // the ROM loader owns the UART
 
-	rebootMu  sync.Mutex
-	rebootDue time.Time
+	rebootMu    sync.Mutex
+	rebootDue   time.Time
+	rebootTimer *time.Timer // the pending reboot, nil when none
 
 	efuses *efuse.Efuses // nil on boards without an efuse controller
 	chip   *atca.Chip    // the ATECC608A on the I2C bus
@@ -110,16 +119,47 @@ type Device struct {
 	powerCut  bool          // Close without flushing the serial port (PowerOff)
 	releaseDL chan struct{} // ends a held download mode
 
+	crashes atomic.Int64 // firmware crashes since the process started
+	bootGen atomic.Int64 // incremented on every boot
+
+	lock   *stateLock // held from New to Close
+	httpUp bool       // the HTTP server of the running firmware listens
+
 	ownSchema *configs.Schema
 	macFn     func() [6]byte // factory MAC source; nil derives it from the seed
 }
 
 // New opens (or creates) the device state in opts.StateDir. The device does
 // not run until Start.
-func New(opts Options) (*Device, error) {
+//
+// Options are validated before anything is written, and the state
+// directory is locked (ErrStateInUse names the holder's pid) until Close.
+func New(opts Options) (d *Device, err error) {
 	if opts.StateDir == "" {
 		return nil, errors.New("emu: Options.StateDir is required")
 	}
+	if opts.Arch != "" {
+		if _, err := BoardFor(opts.Arch); err != nil {
+			return nil, fmt.Errorf("emu: %w", err)
+		}
+	}
+	if opts.HTTPAddr != "" {
+		if _, _, err := net.SplitHostPort(opts.HTTPAddr); err != nil {
+			return nil, fmt.Errorf("emu: bad HTTP address %q: %v", opts.HTTPAddr, err)
+		}
+	}
+	if err := os.MkdirAll(opts.StateDir, 0o755); err != nil {
+		return nil, err
+	}
+	lock, err := lockState(opts.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			lock.unlock()
+		}
+	}()
 	id, _, err := loadIdentity(opts.StateDir, Identity{Arch: orDefault(opts.Arch, "esp32"), Seed: opts.Seed, FlashEncryption: opts.FlashEncryption})
 	if err != nil {
 		return nil, err
@@ -134,13 +174,13 @@ func New(opts Options) (*Device, error) {
 		}
 	}
 	board, _ := BoardFor(id.Arch)
-	d := &Device{opts: opts, board: board, id: id, httpAddr: orDefault(opts.HTTPAddr, "127.0.0.1:0")}
+	d = &Device{opts: opts, board: board, id: id, httpAddr: orDefault(opts.HTTPAddr, "127.0.0.1:0"), lock: lock}
 	d.out = console.NewOutput()
 	if opts.Console != nil {
 		d.out.AddSink(&console.WriterSink{W: opts.Console})
 	}
 	d.log = console.NewLogger(d.out)
-	d.mqttLog = &mqttLog{}
+	d.mqttLog = &mqttLog{protect: d.protect}
 	d.out.AddSink(d.mqttLog)
 	if board.HasEfuses {
 		if d.efuses, err = efuse.Load(d.efusePath(), id.Seed); err != nil {
@@ -212,6 +252,19 @@ func (d *Device) HTTPAddr() string {
 	return d.httpAddr
 }
 
+// HTTPServing reports whether the firmware's HTTP server is listening on
+// HTTPAddr now (false while halted, rebooting, or with http.enable off).
+func (d *Device) HTTPServing() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.httpUp
+}
+
+// ErrHostBind is in the boot error when a host address the device needs
+// (its HTTP server's) cannot be bound: unlike a firmware failure, the
+// device cannot be reached at all.
+var ErrHostBind = errors.New("cannot bind the host address")
+
 // Efuses returns the ESP32 efuses, or nil on an ESP8266.
 func (d *Device) Efuses() *efuse.Efuses { return d.efuses }
 
@@ -273,10 +326,13 @@ func (d *Device) Close() error {
 		}
 		d.port.Close()
 	}
-	return d.flash.Close()
+	err := d.flash.Close()
+	d.lock.unlock()
+	return err
 }
 
 func (d *Device) stopLocked() {
+	d.cancelReboot() // the firmware's timers die with it
 	if d.fw != nil {
 		d.fw.stop()
 		d.fw = nil
@@ -284,7 +340,8 @@ func (d *Device) stopLocked() {
 }
 
 func (d *Device) bootLocked() error {
-	fw, err := d.boot()
+	d.bootGen.Add(1)
+	fw, err := d.bootSupervised()
 	d.bootErr = err
 	if err != nil {
 		d.log.Error(err.Error(), console.Src("mgos_init.c", 115))

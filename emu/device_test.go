@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -186,6 +187,11 @@ func TestKill9LosesNothing(t *testing.T) {
 	call(t, c, "Config.Set", map[string]any{"config": map[string]any{"device": map[string]any{"sn": "SN-123"}}, "save": true})
 	secret := bytes.Repeat([]byte("kept "), 4000)
 	putGet(t, c, "/kept.txt", secret)
+	// A second device on the same state is refused while the first runs,
+	// naming it; the lock dies with it (kill -9 included).
+	if _, err := New(Options{StateDir: dir}); !errors.Is(err, ErrStateInUse) || !strings.Contains(err.Error(), fmt.Sprintf("process %d", cmd.Process.Pid)) {
+		t.Fatalf("second device on a running state: %v", err)
+	}
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
 

@@ -46,6 +46,7 @@ func (d *Device) startFirmware(fw *firmware) error {
 		return auth.Settings{ACL: c.String("rpc.acl"), ACLFile: c.String("rpc.acl_file"),
 			AuthDomain: c.String("rpc.auth_domain"), AuthFile: c.String("rpc.auth_file"), AuthAlgo: c.Int("rpc.auth_algo")}
 	}}
+	disp.OnPanic = d.crash
 	fw.disp = disp
 	d.traceRPC(disp)
 	rpc.RegisterFS(disp, fw.fs, d.log)
@@ -62,6 +63,9 @@ func (d *Device) startFirmware(fw *firmware) error {
 	}
 	d.startOTA(fw)
 	d.startWiFi(fw)
+	if d.opts.Services != nil {
+		d.opts.Services(disp)
+	}
 	if cfg.Bool("http.enable") {
 		if err := d.startHTTP(fw); err != nil {
 			return err
@@ -71,7 +75,7 @@ func (d *Device) startFirmware(fw *firmware) error {
 		u := &rpc.UARTChannel{Out: d.port, Handler: disp, Log: d.log, Info: "UART0",
 			MaxFrame: func() int { return fw.cfg.Get().Int("rpc.max_frame_size") }}
 		d.port.SetSoftwareFlowControl(cfg.Int("rpc.uart.fc_type") == 2)
-		d.port.SetConsumer(d.uartInput(u.Feed))
+		d.port.SetConsumer(d.uartInput(d.protected("UART0 RX", u.Feed)))
 		fw.onStop(func() {
 			if !d.downloading { // entering download mode: input now goes to the ROM loader
 				d.port.SetConsumer(nil)
@@ -104,8 +108,10 @@ func (d *Device) startHTTP(fw *firmware) error {
 	}
 	tcp, err := net.Listen("tcp", d.httpAddr)
 	if err != nil {
-		return fmt.Errorf("boot: HTTP server: %w", err)
+		return fmt.Errorf("boot: HTTP server: %w: %w", ErrHostBind, err)
 	}
+	d.httpUp = true
+	fw.onStop(func() { d.httpUp = false })
 	d.httpAddr = tcp.Addr().String() // keep the port across reboots
 	d.httpTLS, d.httpPort = tc != nil, cfg.String("http.listen_addr")
 	var l net.Listener = &devtls.Listener{Listener: tcp, RAM: fw.ram, Cost: cost, Log: d.log}
@@ -126,6 +132,7 @@ func (d *Device) startHTTP(fw *firmware) error {
 			return rpc.Switches{Enable: c.Bool("rpc.enable"), HTTPEnable: c.Bool("rpc.http_enable"), WSEnable: c.Bool("rpc.ws.enable")}
 		},
 		MaxFrameSize: func() int { return fw.cfg.Get().Int("rpc.max_frame_size") },
+		MaxChannels:  func() int { return fw.cfg.Get().Int("rpc.max_non_persistent_channels") },
 	}
 	if cfg.Bool("rpc.enable") {
 		mux.Handle("/rpc", rpcCh)
@@ -138,7 +145,7 @@ func (d *Device) startHTTP(fw *firmware) error {
 			AuthDomain: c.String("http.auth_domain"), AuthFile: c.String("http.auth_file"),
 			AuthAlgo: c.Int("http.auth_algo"), ExtraHeaders: c.String("http.extra_headers")}
 	}})
-	srv := &http.Server{Handler: logConns(mux, d), ReadHeaderTimeout: 10 * time.Second,
+	srv := &http.Server{Handler: d.protectHTTP(logConns(mux, d)), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(d.log.Handler(), slog.LevelDebug)} // e.g. refused TLS handshakes
 	go srv.Serve(l)
 	fw.onStop(func() {
@@ -178,7 +185,7 @@ func (s *sysDevice) Info() rpc.SysInfo {
 		Arch: s.d.board.Arch, Uptime: int64(time.Since(s.fw.started).Seconds()),
 		PublicKey: cfg.String("device.public_key"),
 		RAMSize:   int64(ramTotal), RAMFree: int64(ramFree), RAMMinFree: int64(ramMin),
-		FSSize: total, FSFree: total - used,
+		FSSize: total, FSFree: total - used, Crashes: s.d.Crashes(),
 		WiFi: s.fw.wifiInfo(),
 	}
 }
@@ -211,6 +218,7 @@ func (d *Device) startMQTT(fw *firmware) {
 			d.log.Error("MQTT0 TLS setup failed: "+err.Error(), console.Src("mgos_mqtt_conn.c", 440))
 			return
 		}
+		d.superviseVerifier(tc)
 	}
 	fw.mqtt = mqtt.Start(mqtt.Config{
 		TLS:    tc,
@@ -220,10 +228,15 @@ func (d *Device) startMQTT(fw *firmware) {
 		ReconnectMin: time.Duration(cfg.Float("mqtt.reconnect_timeout_min") * float64(time.Second)),
 		ReconnectMax: time.Duration(cfg.Float("mqtt.reconnect_timeout_max") * float64(time.Second)),
 		DeviceID:     cfg.String("device.id"), RPC: cfg.Bool("rpc.enable") && cfg.Bool("rpc.mqtt.enable"),
-		RPCQoS: byte(cfg.Int("rpc.mqtt.qos")), RPCHandler: fw.disp,
+		RPCQoS: byte(cfg.Int("rpc.mqtt.qos")), RPCHandler: fw.disp, Supervise: d.protect,
+		MaxQueue: cfg.Int("rpc.max_queue_length"),
 	}, d.log)
 	fw.onStop(fw.mqtt.Close)
 	if topic := cfg.String("debug.stderr_topic"); topic != "" {
+		if !mqtt.ValidSrc(topic) { // publishing there would get the session dropped, again and again
+			d.log.Error(fmt.Sprintf("debug.stderr_topic %q is not a valid topic: console over MQTT is off", topic), console.Src("mgos_debug.c", 0))
+			return
+		}
 		fw.onStop(d.mqttLog.start(fw.mqtt, cfg.String("device.id"), topic))
 	}
 }
@@ -265,5 +278,11 @@ func (fw *firmware) atcaSigner(d *Device) devtls.SignerFunc {
 	if fw.atca == nil {
 		return nil
 	}
-	return func(slot int) (crypto.Signer, error) { return atcahost.NewSigner(fw.atca, slot, d.log) }
+	return func(slot int) (crypto.Signer, error) {
+		s, err := atcahost.NewSigner(fw.atca, slot, d.log)
+		if err != nil {
+			return nil, err
+		}
+		return supervisedSigner{s: s, d: d}, nil
+	}
 }

@@ -17,18 +17,48 @@ func (r rebooter) Reboot(delay time.Duration) { r.d.ScheduleReboot(delay) }
 
 // ScheduleReboot reboots the device after delay, as Sys.Reboot and
 // Config.Set with reboot do. Requests arriving in the last 100 ms are
-// refused with 418.
+// refused with 418. As on the firmware, however many reboots are asked
+// for, the device reboots once: at the earliest time asked, and only if it
+// has not rebooted for another reason meanwhile.
 func (d *Device) ScheduleReboot(delay time.Duration) {
-	d.rebootMu.Lock()
-	d.rebootDue = time.Now().Add(delay)
-	d.rebootMu.Unlock()
+	due := time.Now().Add(delay)
 	d.log.Info(fmt.Sprintf("Rebooting in %d ms", delay.Milliseconds()), console.Src("mgos_system.c", 48))
-	time.AfterFunc(delay, func() {
-		d.rebootMu.Lock()
-		d.rebootDue = time.Time{}
-		d.rebootMu.Unlock()
-		d.Reboot()
+	d.rebootMu.Lock()
+	defer d.rebootMu.Unlock()
+	if d.rebootTimer != nil {
+		if !d.rebootDue.After(due) {
+			return // an earlier reboot is already due
+		}
+		d.rebootTimer.Stop()
+	}
+	d.rebootDue = due
+	gen := d.bootGen.Load()
+	var t *time.Timer
+	t = time.AfterFunc(delay, func() {
+		d.protect("reboot timer", func() {
+			d.rebootMu.Lock()
+			if d.rebootTimer != t {
+				d.rebootMu.Unlock()
+				return // replaced by an earlier one
+			}
+			d.rebootTimer, d.rebootDue = nil, time.Time{}
+			d.rebootMu.Unlock()
+			if d.bootGen.Load() == gen {
+				d.Reboot()
+			}
+		})
 	})
+	d.rebootTimer = t
+}
+
+// cancelReboot drops a pending reboot (the device is stopping anyway).
+func (d *Device) cancelReboot() {
+	d.rebootMu.Lock()
+	defer d.rebootMu.Unlock()
+	if d.rebootTimer != nil {
+		d.rebootTimer.Stop()
+		d.rebootTimer, d.rebootDue = nil, time.Time{}
+	}
 }
 
 func (d *Device) rebootAt() time.Time {

@@ -20,6 +20,8 @@ type mqttLog struct {
 	devID string
 	topic string
 	seq   uint32
+	// protect runs the forwarder under the device's supervisor.
+	protect func(where string, f func())
 }
 
 type logMsg struct {
@@ -50,7 +52,7 @@ func (l *mqttLog) start(c *mqtt.Client, devID, stderrTopic string) (stop func())
 	l.mu.Lock()
 	l.queue, l.devID, l.topic = q, devID, stderrTopic
 	l.mu.Unlock()
-	go func() {
+	go l.protect("console over MQTT", func() {
 		for {
 			select {
 			case m := <-q:
@@ -59,7 +61,7 @@ func (l *mqttLog) start(c *mqtt.Client, devID, stderrTopic string) (stop func())
 				return
 			}
 		}
-	}()
+	})
 	return func() {
 		l.mu.Lock()
 		l.queue = nil

@@ -109,7 +109,7 @@ func (d *Device) startOTA(fw *firmware) {
 		return
 	}
 	u := &ota.Updater{Boot: fw.boot, FS: fw.fs, Platform: d.board.Arch, Running: d.fwIdentity(fw), Log: d.log,
-		Reboot: d.ScheduleReboot,
+		Reboot: d.ScheduleReboot, Supervise: d.protect,
 		Settings: func() ota.Settings {
 			c := fw.cfg.Get()
 			s := ota.Settings{Timeout: c.Int("update.timeout"), CommitTimeout: c.Int("update.commit_timeout"),
@@ -145,7 +145,7 @@ func (d *Device) startOTA(fw *firmware) {
 	if url, every := c.String("update.url"), c.Int("update.interval"); url != "" && every > 0 {
 		stop := make(chan struct{})
 		fw.onStop(func() { close(stop) })
-		go svc.Poll(url, time.Duration(every)*time.Second, stop)
+		go d.protect("OTA update poll", func() { svc.Poll(url, time.Duration(every)*time.Second, stop) })
 	}
 }
 

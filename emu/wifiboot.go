@@ -24,6 +24,7 @@ func (d *Device) startWiFi(fw *firmware) {
 	wc.Arch = d.board.Arch
 	wc.ConnectTimeout = time.Duration(c.Int("wifi.sta_connect_timeout")) * time.Second
 	wc.RSSIThr = c.Int("wifi.sta_rssi_thr")
+	wc.Supervise = d.protect
 	fw.wifi = wifi.Start(wc, d.opts.WiFiAPs, d.mac(), d.log, nil)
 	fw.onStop(fw.wifi.Stop)
 }

@@ -358,6 +358,9 @@ func (fl *File) ReadAt(p []byte, off int64) (int, error) {
 	if fl.flag&os.O_WRONLY != 0 {
 		return 0, os.ErrPermission
 	}
+	if off < 0 {
+		return 0, os.ErrInvalid
+	}
 	if off >= int64(len(fl.data)) {
 		return 0, io.EOF
 	}
@@ -368,7 +371,8 @@ func (fl *File) ReadAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
-// Seek implements io.Seeker.
+// Seek implements io.Seeker. As littlefs, it refuses positions beyond
+// LFS_FILE_MAX with EINVAL.
 func (fl *File) Seek(off int64, whence int) (int64, error) {
 	switch whence {
 	case io.SeekCurrent:
@@ -376,7 +380,7 @@ func (fl *File) Seek(off int64, whence int) (int64, error) {
 	case io.SeekEnd:
 		off += int64(len(fl.data))
 	}
-	if off < 0 {
+	if off < 0 || off > fileMax {
 		return fl.pos, os.ErrInvalid
 	}
 	fl.pos = off
@@ -401,10 +405,15 @@ func (fl *File) WriteAt(p []byte, off int64) (int, error) {
 	if !fl.writable() || fl.dir != nil {
 		return 0, os.ErrPermission
 	}
-	end := off + int64(len(p))
-	if end > int64(fl.fs.blockCount)*BlockSize {
+	if off < 0 {
+		return 0, os.ErrInvalid
+	}
+	// Compare without computing off+len(p), which overflows for offsets
+	// near the int64 limit.
+	if limit := int64(fl.fs.blockCount) * BlockSize; off > limit || int64(len(p)) > limit-off {
 		return 0, ErrNoSpace
 	}
+	end := off + int64(len(p))
 	if end > int64(len(fl.data)) {
 		fl.data = append(fl.data, make([]byte, end-int64(len(fl.data)))...)
 	}
@@ -421,6 +430,12 @@ func (fl *File) WriteString(s string) (int, error) { return fl.Write([]byte(s)) 
 func (fl *File) Truncate(size int64) error {
 	if !fl.writable() {
 		return os.ErrPermission
+	}
+	if size < 0 {
+		return os.ErrInvalid
+	}
+	if size > int64(fl.fs.blockCount)*BlockSize {
+		return ErrNoSpace
 	}
 	if size < int64(len(fl.data)) {
 		fl.data = fl.data[:size]

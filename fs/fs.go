@@ -568,8 +568,9 @@ func (f *FS) mkdir(parent *dirNode, name string) error {
 		return err
 	}
 	nd := &mdir{blocks: [2]uint32{b, a}, tail: [2]uint32{null, null}}
-	if err := f.dev.Erase(int64(b)*BlockSize, BlockSize); err == nil {
-		err = f.commitPair(nd)
+	err = f.dev.Erase(int64(b)*BlockSize, BlockSize)
+	if err == nil {
+		err = f.commitPair(nd) // was lost to a shadowed err (staticcheck SA4006)
 	}
 	if err != nil {
 		f.used[a], f.used[b] = false, false

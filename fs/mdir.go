@@ -73,9 +73,6 @@ func (f *FS) fetchPair(a, b uint32) (*mdir, error) {
 	return nil, fmt.Errorf("%w: no valid commit in metadata pair {%#x, %#x}", ErrCorrupt, a, b)
 }
 
-// slot is a file id's state while replaying commits.
-type slot struct{ e *entry }
-
 // parseBlock replays the commits of one metadata block and returns its state
 // at the last commit whose CRC is valid, or nil if there is none.
 func parseBlock(buf []byte) *mdir {

@@ -60,7 +60,7 @@ func OpenSeat(ctx context.Context, opts emu.Options) (*Seat, error) {
 func (s *Seat) open() error {
 	if busy, err := snapshot.Running(s.opts.StateDir); err != nil || busy {
 		if err == nil {
-			err = fmt.Errorf("%s: %w", s.opts.StateDir, snapshot.ErrRunning)
+			err = fmt.Errorf("%s is used by %s: %w", s.opts.StateDir, snapshot.Holder(s.opts.StateDir), snapshot.ErrRunning)
 		}
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/mosemu/mosemu/rpc"
@@ -36,6 +37,57 @@ type Config struct {
 	RPC        bool // rpc.mqtt.enable
 	RPCQoS     byte // rpc.mqtt.qos
 	RPCHandler rpc.FrameHandler
+	// MaxQueue bounds the RPC requests handled at once
+	// (rpc.max_queue_length); more are dropped. <= 0 means 25.
+	MaxQueue int
+
+	// Supervise, when set, runs every callback of the connection (message
+	// arrivals, connect and disconnect events) under the device's
+	// supervisor, so that a panic is the device's crash, not the process's.
+	Supervise func(where string, f func())
+}
+
+// Bounds the connection enforces whatever the config says: MQTT's 16-bit
+// keep-alive, and a floor on the reconnect back-off so that a zero or
+// negative mqtt.reconnect_timeout_min cannot spin a host core.
+const (
+	MaxKeepAlive    = 65535 * time.Second
+	MinReconnect    = 100 * time.Millisecond
+	maxTopicLen     = 65535
+	replyTopicExtra = len("/rpc")
+)
+
+// clamp brings the timers of cfg into the range the protocol and the
+// client library accept.
+func (cfg *Config) clamp() {
+	cfg.KeepAlive = min(max(cfg.KeepAlive, 0), MaxKeepAlive)
+	cfg.ReconnectMin = max(cfg.ReconnectMin, MinReconnect)
+	cfg.ReconnectMax = max(cfg.ReconnectMax, cfg.ReconnectMin)
+}
+
+// ValidSrc reports whether src can be the prefix of a reply topic: MQTT
+// topic names are non-empty UTF-8 without wildcards ('+', '#'), NUL or
+// other control characters, at most 65535 bytes. Publishing to anything
+// else makes the broker drop the connection, and the client would resend
+// the stored QoS 1 reply on every reconnect.
+func ValidSrc(src string) bool {
+	if src == "" || len(src)+replyTopicExtra > maxTopicLen || !utf8.ValidString(src) {
+		return false
+	}
+	for _, r := range src {
+		if r == '+' || r == '#' || r < 0x20 || (r >= 0x7F && r <= 0x9F) {
+			return false
+		}
+	}
+	return true
+}
+
+func (m *Client) guard(where string, f func()) {
+	if m.cfg.Supervise != nil {
+		m.cfg.Supervise(where, f)
+		return
+	}
+	f()
 }
 
 // Client is a running device MQTT connection.
@@ -45,6 +97,7 @@ type Client struct {
 	c    paho.Client
 	mu   sync.Mutex
 	conn bool
+	busy chan struct{} // one token per request being handled
 }
 
 // ServerAddr applies the firmware's default port rule.
@@ -60,7 +113,11 @@ func ServerAddr(server string, tlsOn bool) string {
 
 // Start connects in the background (and keeps reconnecting with back-off).
 func Start(cfg Config, log *slog.Logger) *Client {
-	m := &Client{cfg: cfg, log: log}
+	cfg.clamp()
+	if cfg.MaxQueue <= 0 {
+		cfg.MaxQueue = 25
+	}
+	m := &Client{cfg: cfg, log: log, busy: make(chan struct{}, cfg.MaxQueue)}
 	addr := ServerAddr(cfg.Server, cfg.TLS != nil)
 	scheme := "tcp://"
 	if cfg.TLS != nil {
@@ -79,29 +136,21 @@ func Start(cfg Config, log *slog.Logger) *Client {
 		o.SetTLSConfig(cfg.TLS)
 	}
 	o.SetDefaultPublishHandler(func(c paho.Client, msg paho.Message) {
-		if strings.HasPrefix(msg.Topic(), cfg.DeviceID+"/rpc") {
-			m.onRPC(c, msg)
-		}
+		m.guard("MQTT message", func() {
+			if strings.HasPrefix(msg.Topic(), cfg.DeviceID+"/rpc") {
+				m.onRPC(c, msg)
+			}
+		})
 	})
 	if cfg.WillTopic != "" {
 		o.SetWill(cfg.WillTopic, cfg.WillMessage, 0, cfg.WillRetain)
 	}
-	o.SetOnConnectHandler(func(c paho.Client) {
-		m.setConnected(true)
-		log.Info("MQTT0 CONNACK 0", "src", "mgos_mqtt_conn.c:154")
-		if cfg.RPC && cfg.RPCHandler != nil {
-			// One delivery path for both filters: "<id>/rpc/#" also matches
-			// "<id>/rpc", and per-filter callbacks would run a frame twice.
-			filters := map[string]byte{cfg.DeviceID + "/rpc": cfg.RPCQoS, cfg.DeviceID + "/rpc/#": cfg.RPCQoS}
-			c.SubscribeMultiple(filters, nil)
-			for _, t := range []string{cfg.DeviceID + "/rpc", cfg.DeviceID + "/rpc/#"} {
-				log.Info(fmt.Sprintf("MQTT0 sub %s @ %d", t, cfg.RPCQoS), "src", "mgos_mqtt_conn.c:362")
-			}
-		}
-	})
+	o.SetOnConnectHandler(func(c paho.Client) { m.guard("MQTT connect", func() { m.onConnect(c) }) })
 	o.SetConnectionLostHandler(func(paho.Client, error) {
-		m.setConnected(false)
-		log.Info("MQTT0 Disconnect", "src", "mgos_mqtt_conn.c:183")
+		m.guard("MQTT disconnect", func() {
+			m.setConnected(false)
+			log.Info("MQTT0 Disconnect", "src", "mgos_mqtt_conn.c:183")
+		})
 	})
 	o.SetReconnectingHandler(func(paho.Client, *paho.ClientOptions) {
 		log.Info("MQTT0 connecting to "+addr, "src", "mgos_mqtt_conn.c:468")
@@ -110,6 +159,28 @@ func Start(cfg Config, log *slog.Logger) *Client {
 	m.c = paho.NewClient(o)
 	m.c.Connect()
 	return m
+}
+
+// onConnect subscribes to the RPC topics once the session is up.
+func (m *Client) onConnect(c paho.Client) {
+	cfg, log := m.cfg, m.log
+	m.setConnected(true)
+	log.Info("MQTT0 CONNACK 0", "src", "mgos_mqtt_conn.c:154")
+	if cfg.RPC && cfg.RPCHandler != nil && !ValidSrc(cfg.DeviceID) {
+		// A device.id with wildcards would make the subscription invalid and
+		// the broker would drop the connection at every attempt.
+		log.Error(fmt.Sprintf("MQTT0 device.id %q is not a valid topic: RPC over MQTT is off", cfg.DeviceID), "src", "mgos_rpc_channel_mqtt.c:200")
+		return
+	}
+	if cfg.RPC && cfg.RPCHandler != nil {
+		// One delivery path for both filters: "<id>/rpc/#" also matches
+		// "<id>/rpc", and per-filter callbacks would run a frame twice.
+		filters := map[string]byte{cfg.DeviceID + "/rpc": cfg.RPCQoS, cfg.DeviceID + "/rpc/#": cfg.RPCQoS}
+		c.SubscribeMultiple(filters, nil)
+		for _, t := range []string{cfg.DeviceID + "/rpc", cfg.DeviceID + "/rpc/#"} {
+			log.Info(fmt.Sprintf("MQTT0 sub %s @ %d", t, cfg.RPCQoS), "src", "mgos_mqtt_conn.c:362")
+		}
+	}
 }
 
 func (m *Client) setConnected(v bool) {
@@ -137,17 +208,27 @@ func (m *Client) onRPC(c paho.Client, msg paho.Message) {
 		obj["method"], _ = json.Marshal(method)
 		frame, _ = json.Marshal(obj)
 	}
-	var hdr struct {
-		ID     json.RawMessage `json:"id"`
-		Src    string          `json:"src"`
-		Method string          `json:"method"`
+	// The dispatcher's own parser, so that the src checked here is the
+	// one the reply goes to (encoding/json's case-insensitive keys would
+	// read "SRC" where the dispatcher reads "src").
+	if hdr, err := rpc.ParseFrame(frame); err == nil && hdr.Method != "" && len(hdr.ID) > 0 {
+		if hdr.Src == "" {
+			m.log.Error("Drop frame without src", "src", "mgos_rpc_channel_mqtt.c:79")
+			return
+		}
+		if !ValidSrc(hdr.Src) {
+			m.log.Error(fmt.Sprintf("Drop frame: src %q is not a valid topic", hdr.Src), "src", "mgos_rpc_channel_mqtt.c:79", "finding", "bad request")
+			return
+		}
 	}
-	json.Unmarshal(frame, &hdr)
-	if hdr.Method != "" && len(hdr.ID) > 0 && hdr.Src == "" {
-		m.log.Error("Drop frame without src", "src", "mgos_rpc_channel_mqtt.c:79")
+	select {
+	case m.busy <- struct{}{}:
+	default:
+		m.log.Error("MQTT RPC queue full, dropping frame", "src", "mg_rpc.c:560")
 		return
 	}
-	go func() {
+	go m.guard("MQTT RPC", func() {
+		defer func() { <-m.busy }()
 		reply, err := m.cfg.RPCHandler.HandleFrame(context.Background(), rpc.ChannelInfo{Type: rpc.ChanMQTT, Persistent: true}, frame)
 		if err != nil || reply == nil {
 			return
@@ -159,8 +240,11 @@ func (m *Client) onRPC(c paho.Client, msg paho.Message) {
 		if r.Dst == "" {
 			return
 		}
+		if !ValidSrc(r.Dst) {
+			return
+		}
 		c.Publish(r.Dst+"/rpc", m.cfg.RPCQoS, false, reply)
-	}()
+	})
 }
 
 // Publish sends a message.

@@ -90,6 +90,11 @@ func Errorf(code int, format string, args ...any) *Error {
 // (the firmware does this when the ACL configuration is broken).
 var ErrDrop = errors.New("rpc: request dropped")
 
+// ErrCrashed is returned for a request whose handling crashed the
+// firmware (a panic handed to the device's supervisor): there is no reply,
+// and channels drop the connection as a rebooting device would.
+var ErrCrashed = errors.New("rpc: firmware crashed")
+
 // Handler serves one RPC method. It returns the result as JSON (nil means
 // "result":null) or an error; an *Error is sent as is, any other error as 500.
 type Handler func(ctx context.Context, req *Request) (json.RawMessage, error)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -34,8 +35,12 @@ type Dispatcher struct {
 	// Log receives the firmware's log lines; must not be nil.
 	Log *slog.Logger
 	// Trace, when set, is called after every dispatched request with its
-	// outcome (nil, ErrDrop or an *Error) and how long it took.
+	// outcome (nil, ErrDrop, ErrCrashed or an *Error) and how long it took.
 	Trace func(req *Request, err error, latency time.Duration)
+	// OnPanic, when set, is the device's supervisor: a panic while handling
+	// a frame is handed to it (the firmware crashed) and the request gets no
+	// reply (ErrCrashed). Without it a panic propagates.
+	OnPanic func(where string, v any, stack []byte)
 
 	mu       sync.RWMutex
 	handlers []registered // registration order
@@ -100,8 +105,21 @@ func (d *Dispatcher) describe(_ context.Context, req *Request) (json.RawMessage,
 	return nil, Errorf(404, "name not found")
 }
 
+// recoverPanic is deferred around frame handling: it hands a panic to
+// OnPanic and turns the result into ErrCrashed.
+func (d *Dispatcher) recoverPanic(where string, err *error) {
+	if d.OnPanic == nil {
+		return
+	}
+	if v := recover(); v != nil {
+		d.OnPanic(where, v, debug.Stack())
+		*err = ErrCrashed
+	}
+}
+
 // HandleFrame implements FrameHandler.
-func (d *Dispatcher) HandleFrame(ctx context.Context, ch ChannelInfo, frame []byte) ([]byte, error) {
+func (d *Dispatcher) HandleFrame(ctx context.Context, ch ChannelInfo, frame []byte) (reply []byte, err error) {
+	defer d.recoverPanic("RPC frame via "+ch.Type, &err)
 	if max := d.maxFrame(); max > 0 && len(frame) > max {
 		d.Log.Error(fmt.Sprintf("Frame too big (%d > %d)", len(frame), max), "src", "mg_rpc.c:248")
 		return nil, ErrInvalidFrame
@@ -123,6 +141,9 @@ func (d *Dispatcher) HandleFrame(ctx context.Context, ch ChannelInfo, frame []by
 	}
 	req := &Request{ID: f.ID, Src: f.Src, Dst: f.Dst, Tag: f.Tag, Method: f.Method, Params: f.Params, Auth: f.Auth, Channel: ch}
 	res, rerr := d.Dispatch(ctx, req)
+	if errors.Is(rerr, ErrCrashed) {
+		return nil, ErrCrashed
+	}
 	if errors.Is(rerr, ErrDrop) || len(req.ID) == 0 {
 		return nil, nil
 	}
@@ -141,7 +162,7 @@ func (d *Dispatcher) maxFrame() int {
 }
 
 // Dispatch runs one request through the lockout, the guard and its handler.
-// The error is nil, ErrDrop or an *Error.
+// The error is nil, ErrDrop, ErrCrashed or an *Error.
 func (d *Dispatcher) Dispatch(ctx context.Context, req *Request) (json.RawMessage, error) {
 	if d.Trace == nil {
 		return d.dispatch(ctx, req)
@@ -152,7 +173,8 @@ func (d *Dispatcher) Dispatch(ctx context.Context, req *Request) (json.RawMessag
 	return res, err
 }
 
-func (d *Dispatcher) dispatch(ctx context.Context, req *Request) (json.RawMessage, error) {
+func (d *Dispatcher) dispatch(ctx context.Context, req *Request) (_ json.RawMessage, err error) {
+	defer d.recoverPanic("RPC "+req.Method, &err)
 	if d.Lockout != nil {
 		if e := d.Lockout(); e != nil {
 			return nil, e

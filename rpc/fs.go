@@ -48,6 +48,9 @@ func RegisterFS(r Registrar, fsys afero.Fs, log *slog.Logger) {
 		if a.Filename == "" {
 			return nil, Errorf(400, "filename is required")
 		}
+		if !validName(a.Filename) {
+			return nil, Errorf(400, "invalid filename")
+		}
 		if a.Offset < 0 {
 			return nil, Errorf(400, "illegal offset")
 		}
@@ -83,6 +86,9 @@ func RegisterFS(r Registrar, fsys afero.Fs, log *slog.Logger) {
 		json.Unmarshal(req.Params, &a)
 		if a.Filename == "" {
 			return nil, Errorf(400, "filename is required")
+		}
+		if !validName(a.Filename) {
+			return nil, Errorf(400, "invalid filename")
 		}
 		data, err := base64.StdEncoding.DecodeString(a.Data)
 		if err != nil {
@@ -123,6 +129,9 @@ func RegisterFS(r Registrar, fsys afero.Fs, log *slog.Logger) {
 		if a.Filename == "" {
 			return nil, Errorf(400, "filename is required")
 		}
+		if !validName(a.Filename) {
+			return nil, Errorf(400, "invalid filename")
+		}
 		err := fsys.Remove(a.Filename)
 		rc := 0
 		if err != nil {
@@ -143,12 +152,20 @@ func RegisterFS(r Registrar, fsys afero.Fs, log *slog.Logger) {
 		if a.Src == "" || a.Dst == "" {
 			return nil, Errorf(400, "src and dst are required")
 		}
+		if !validName(a.Src) || !validName(a.Dst) {
+			return nil, Errorf(400, "invalid filename")
+		}
 		if err := fsys.Rename(a.Src, a.Dst); err != nil {
 			return nil, Errorf(500, "rename failed")
 		}
 		return nil, nil
 	})
 }
+
+// validName refuses names the firmware's C strings cannot hold: a NUL
+// would cut "rpc_auth.txt\x00.jpg" short on the device, and must not name
+// a different file here.
+func validName(name string) bool { return !strings.ContainsRune(name, 0) }
 
 func listDir(fsys afero.Fs, req *Request) ([]os.FileInfo, error) {
 	var a struct {
@@ -157,6 +174,9 @@ func listDir(fsys afero.Fs, req *Request) ([]os.FileInfo, error) {
 	json.Unmarshal(req.Params, &a)
 	if a.Path == "" {
 		a.Path = "/"
+	}
+	if !validName(a.Path) {
+		return nil, Errorf(400, "invalid filename")
 	}
 	d, err := fsys.Open(a.Path)
 	if err != nil {

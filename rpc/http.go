@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -9,6 +10,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/gorilla/websocket"
 )
@@ -28,6 +30,12 @@ type HTTPChannel struct {
 	Switches func() Switches
 	// MaxFrameSize bounds request bodies (rpc.max_frame_size); 0 = 4096.
 	MaxFrameSize func() int
+	// MaxChannels returns rpc.max_non_persistent_channels: how many WS and
+	// HTTP RPC channels may be open at once; nil or <= 0 means no limit.
+	// Requests beyond it are refused with 503.
+	MaxChannels func() int
+
+	open atomic.Int64 // channels open now
 }
 
 var upgrader = websocket.Upgrader{
@@ -53,6 +61,14 @@ func (h *HTTPChannel) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeRaw(w, r, 404, "text/plain", "Not Found", nil)
 		return
 	}
+	n := h.open.Add(1)
+	defer h.open.Add(-1)
+	if h.MaxChannels != nil {
+		if max := h.MaxChannels(); max > 0 && n > int64(max) {
+			writeRaw(w, r, 503, "text/plain", "Too many channels", nil)
+			return
+		}
+	}
 	if websocket.IsWebSocketUpgrade(r) {
 		if !sw.WSEnable || !sw.Enable {
 			writeRaw(w, r, 503, "text/plain", "WS is disabled", nil)
@@ -70,6 +86,9 @@ func (h *HTTPChannel) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rest := strings.TrimPrefix(strings.TrimPrefix(r.URL.Path, "/rpc"), "/")
 	if rest == "" { // frame mode
 		reply, err := h.Handler.HandleFrame(r.Context(), ch, body)
+		if errors.Is(err, ErrCrashed) {
+			panic(http.ErrAbortHandler) // the device is rebooting: the connection drops
+		}
 		if err != nil {
 			writeRaw(w, r, 400, "text/plain", "Invalid request", nil)
 			return
@@ -97,6 +116,9 @@ func (h *HTTPChannel) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id, _ := json.Marshal(rand.Int32())
 	req := &Request{ID: id, Method: rest, Params: args, Channel: ch}
 	res, rerr := h.Handler.Dispatch(r.Context(), req)
+	if errors.Is(rerr, ErrCrashed) {
+		panic(http.ErrAbortHandler)
+	}
 	switch e := rerr.(type) {
 	case nil:
 		if len(res) == 0 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 )
@@ -18,6 +19,10 @@ type SysInfo struct {
 	RAMSize, RAMFree, RAMMinFree              int64
 	FSSize, FSFree                            int64
 	WiFi                                      *WiFiInfo // nil without the wifi lib
+	// Crashes counts firmware crashes (panics caught by the device's
+	// supervisor) since the process started; reported only when non-zero,
+	// so that a healthy device answers exactly as the firmware does.
+	Crashes int64
 }
 
 // WiFiInfo is the "wifi" object of Sys.GetInfo.
@@ -44,7 +49,7 @@ func RegisterSys(r Registrar, dev SysDevice) {
 		if a.DelayMS != nil {
 			delay = *a.DelayMS
 		}
-		if delay < 0 {
+		if delay < 0 || delay > math.MaxInt32 { // the firmware's delay_ms is a C int
 			return nil, Errorf(400, "invalid delay value")
 		}
 		dev.Reboot(time.Duration(delay) * time.Millisecond)
@@ -82,6 +87,9 @@ func FormatSysInfo(s SysInfo) json.RawMessage {
 	if w := s.WiFi; w != nil {
 		fmt.Fprintf(&b, `,"wifi": {"sta_ip": %s, "ap_ip": %s, "status": %s, "ssid": %s}`,
 			quote(w.StaIP), quote(w.APIP), quote(w.Status), quote(w.SSID))
+	}
+	if s.Crashes > 0 {
+		fmt.Fprintf(&b, `, "crashes": %d`, s.Crashes)
 	}
 	b.WriteByte('}')
 	return json.RawMessage(b.String())

@@ -76,8 +76,11 @@ func RegisterService(r rpc.Registrar, d *Driver) {
 			WKSlot int    `json:"wkslot"`
 		}
 		json.Unmarshal(req.Params, &raw)
-		if raw.Slot == nil || *raw.Slot < 0 || *raw.Slot > 15 {
+		if raw.Slot == nil || !validSlot(*raw.Slot) || !validSlot(raw.WKSlot) {
 			return nil, rpc.Errorf(400, "Invalid slot")
+		}
+		if raw.Block < 0 || raw.Block > 12 { // slot 8, the largest, has 13 blocks
+			return nil, rpc.Errorf(400, "Invalid block")
 		}
 		a.Slot, a.Block, a.ECC, a.Key, a.WKey, a.WKSlot = *raw.Slot, raw.Block, raw.ECC, raw.Key, raw.WKey, raw.WKSlot
 		if len(a.WKey) != 0 && len(a.WKey) != 32 {
@@ -113,6 +116,9 @@ func RegisterService(r rpc.Registrar, d *Driver) {
 	r.Register("ATCA.GenKey", "{slot: %d}", func(_ context.Context, req *rpc.Request) (json.RawMessage, error) {
 		var a struct{ Slot int }
 		json.Unmarshal(req.Params, &a)
+		if !validSlot(a.Slot) {
+			return nil, rpc.Errorf(400, "Invalid slot")
+		}
 		pub, err := d.GenKey(a.Slot)
 		if err != nil {
 			return nil, rpc.Errorf(500, "Failed generate key on slot %d: 0x%02x", a.Slot, code(err))
@@ -122,6 +128,9 @@ func RegisterService(r rpc.Registrar, d *Driver) {
 	r.Register("ATCA.GetPubKey", "{slot: %d}", func(_ context.Context, req *rpc.Request) (json.RawMessage, error) {
 		var a struct{ Slot int }
 		json.Unmarshal(req.Params, &a)
+		if !validSlot(a.Slot) {
+			return nil, rpc.Errorf(400, "Invalid slot")
+		}
 		pub, err := d.PublicKey(a.Slot)
 		if err != nil {
 			return nil, rpc.Errorf(500, "Failed get public key for slot %d: 0x%02x", a.Slot, code(err))
@@ -134,6 +143,9 @@ func RegisterService(r rpc.Registrar, d *Driver) {
 			Data              []byte
 		}
 		json.Unmarshal(req.Params, &a)
+		if !validSlot(a.Slot) {
+			return nil, rpc.Errorf(400, "Invalid slot")
+		}
 		if len(a.Data) == 0 || len(a.Data)%16 != 0 || a.Mode < 0 || a.Mode > 1 || a.Block < 0 || a.Block > 3 {
 			return nil, rpc.Errorf(400, "Invalid args")
 		}
@@ -149,6 +161,9 @@ func RegisterService(r rpc.Registrar, d *Driver) {
 			Digest []byte
 		}
 		json.Unmarshal(req.Params, &a)
+		if !validSlot(a.Slot) {
+			return nil, rpc.Errorf(400, "Invalid slot")
+		}
 		if len(a.Digest) != 32 {
 			return nil, rpc.Errorf(400, "Expected 32 bytes, got %d", len(a.Digest))
 		}
@@ -159,6 +174,10 @@ func RegisterService(r rpc.Registrar, d *Driver) {
 		return json.RawMessage(fmt.Sprintf(`{"signature": %q}`, b64(sig))), nil
 	})
 }
+
+// validSlot reports whether n names one of the chip's 16 slots (the
+// command's 16-bit key id would otherwise wrap: slot -65536 acting as 0).
+func validSlot(n int) bool { return n >= 0 && n <= 15 }
 
 // InitLine probes the chip as mgos_atca_init does and returns the log line.
 func InitLine(d *Driver, bus, addr int, ecdhMask int) string {

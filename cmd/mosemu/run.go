@@ -69,6 +69,9 @@ The console log is mirrored to stderr unless --quiet.`,
 			defer seat.Close()
 			d := seat.Device()
 			if err := d.Start(ctx); err != nil {
+				if errors.Is(err, emu.ErrHostBind) {
+					return fmt.Errorf("the device cannot start: %w", err)
+				}
 				fmt.Fprintf(os.Stderr, "mosemu: boot failed: %v (the ROM loader still answers on %s)\n", err, d.SerialPath())
 			}
 			if opts.FlashEncryption && !d.Identity().FlashEncryption {
@@ -111,8 +114,12 @@ The console log is mirrored to stderr unless --quiet.`,
 
 func printWhere(d *emu.Device, took time.Duration) {
 	id := d.Identity()
-	fmt.Printf("mosemu: %s device up in %v (state %s)\n", id.Arch, took.Round(time.Millisecond), d.StateDir())
-	if a := d.HTTPAddr(); a != "" {
+	state := "up"
+	if d.BootError() != nil {
+		state = "halted (firmware not running)"
+	}
+	fmt.Printf("mosemu: %s device %s in %v (state %s)\n", id.Arch, state, took.Round(time.Millisecond), d.StateDir())
+	if a := d.HTTPAddr(); a != "" && d.HTTPServing() {
 		ws, web, k := "ws", "http", ""
 		if d.HTTPTLS() {
 			ws, web, k = "wss", "https", "-k "

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"unicode/utf8"
 )
 
 // Firmware log levels (cs_log_level) as slog levels.
@@ -171,7 +172,7 @@ func (h *Handler) Handle(_ context.Context, r slog.Record) error {
 		if h.group != "" {
 			extra.WriteString(h.group + ".")
 		}
-		extra.WriteString(a.Key + "=" + a.Value.String())
+		extra.WriteString(Sanitize(a.Key) + "=" + Sanitize(a.Value.String()))
 		return true
 	}
 	for _, a := range h.attrs {
@@ -182,7 +183,7 @@ func (h *Handler) Handle(_ context.Context, r slog.Record) error {
 		f, _ := runtime.CallersFrames([]uintptr{r.PC}).Next()
 		src = filepath.Base(f.File) + ":" + strconv.Itoa(f.Line)
 	}
-	h.out.PrintLevel(r.Level, src, r.Message+extra.String())
+	h.out.PrintLevel(r.Level, Sanitize(src), Sanitize(r.Message)+extra.String())
 	return nil
 }
 
@@ -211,6 +212,45 @@ func (s *WriterSink) WriteLog(line []byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.W.Write(line)
+}
+
+// Sanitize makes a peer-supplied string safe to print on one log line:
+// control characters (newlines that would forge log lines, ESC sequences
+// that would reach the terminal), C1 controls and invalid UTF-8 are
+// escaped as \n, \r, \t, \xNN or \u00NN; everything else is kept.
+func Sanitize(s string) string {
+	clean := true
+	for _, r := range s {
+		if r < 0x20 || (r >= 0x7F && r <= 0x9F) || r == utf8.RuneError {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n <= 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case r == '\n':
+			b.WriteString(`\n`)
+		case r == '\r':
+			b.WriteString(`\r`)
+		case r == '\t':
+			b.WriteString(`\t`)
+		case r < 0x20 || r == 0x7F:
+			fmt.Fprintf(&b, `\x%02x`, r)
+		case r >= 0x80 && r <= 0x9F:
+			fmt.Fprintf(&b, `\u%04x`, r)
+		default:
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
 }
 
 // Src returns the slog attribute naming a firmware source location.

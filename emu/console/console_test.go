@@ -31,3 +31,20 @@ func TestLevels(t *testing.T) {
 		t.Fatalf("got %q want %q", buf.String(), want)
 	}
 }
+
+func TestSanitize(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"Sys.GetInfo", "Sys.GetInfo"},
+		{"X\nmg_rpc.c:1 finding=denied", `X\nmg_rpc.c:1 finding=denied`},
+		{"a\x1b[2Jb", `a\x1b[2Jb`},
+		{"tab\there\r", `tab\there\r`},
+		{"c1\u009bx", `c1\u009bx`},
+		{"bad\xffutf8", `bad\xffutf8`},
+		{"ünïcode ✓", "ünïcode ✓"},
+	}
+	for _, tt := range tests {
+		if got := Sanitize(tt.in); got != tt.want {
+			t.Errorf("Sanitize(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}

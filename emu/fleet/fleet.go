@@ -22,6 +22,9 @@ type Options struct {
 	Rate       float64 // device starts per second; 0 = as fast as possible
 	MQTTBroker string  // broker every device connects to ("" = none)
 	HTTPHost   string  // host for the per-device HTTP servers (default 127.0.0.1)
+	// Customize, when set, adjusts the options of device i before it is
+	// created (e.g. extra RPC services on some devices).
+	Customize func(i int, o *emu.Options)
 }
 
 // Fleet is a set of running devices.
@@ -58,10 +61,14 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 			tick = tick.Add(interval)
 			time.Sleep(time.Until(tick))
 		}
-		d, err := emu.New(emu.Options{
+		do := emu.Options{
 			Arch: o.Arch, StateDir: filepath.Join(o.StateDir, fmt.Sprintf("dev-%04d", i)),
 			HTTPAddr: host + ":0", Seed: uint64(i + 1), Schemas: schemas, MQTTBroker: o.MQTTBroker,
-		})
+		}
+		if o.Customize != nil {
+			o.Customize(i, &do)
+		}
+		d, err := emu.New(do)
 		if err == nil {
 			if err = d.Start(ctx); err != nil {
 				d.Close()

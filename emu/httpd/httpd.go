@@ -67,21 +67,27 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // authorized checks HTTP digest credentials, answering 401 when missing or
 // wrong.
 func (h *Handler) authorized(w http.ResponseWriter, r *http.Request, s Settings) bool {
-	if d := rpc.ParseDigestHeader(r); d != nil {
+	d := rpc.ParseDigestHeader(r)
+	if d != nil {
 		user, err := auth.VerifyHTTPDigest(h.FS, s.AuthFile, s.AuthDomain, s.AuthAlgo, d, h.now(), h.Log)
 		if err == nil && user != "" {
 			return true
 		}
 	}
-	h.Log.Warn(fmt.Sprintf("HTTP %s %s from %s: authentication required", r.Method, r.URL.Path, r.RemoteAddr), "src", "mgos_http_server.c:201", "finding", "unauthenticated")
+	// The challenge step of every login is not a finding; refused
+	// credentials were logged as one by VerifyHTTPDigest.
+	h.Log.Info(fmt.Sprintf("HTTP %s %s from %s: authentication required", r.Method, r.URL.Path, r.RemoteAddr), "src", "mgos_http_server.c:201")
 	w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Digest qop="auth", realm="%s", nonce="%x"`, s.AuthDomain, h.now().Unix()))
 	w.Header().Set("Content-Length", "0")
 	w.WriteHeader(http.StatusUnauthorized)
 	return false
 }
 
+// hidden applies http.hidden_files as mongoose does: a path is hidden when
+// the pattern matches its start (so "rpc_auth.txt|*.pem" also hides
+// rpc_auth.txt.bak and key.pem.old), checked on the path and its base name.
 func (h *Handler) hidden(s Settings, p string) bool {
-	return s.HiddenFiles != "" && (glob.Match(s.HiddenFiles, strings.TrimPrefix(p, "/")) || glob.Match(s.HiddenFiles, path.Base(p)))
+	return s.HiddenFiles != "" && (glob.MatchPrefix(s.HiddenFiles, strings.TrimPrefix(p, "/")) >= 0 || glob.MatchPrefix(s.HiddenFiles, path.Base(p)) >= 0)
 }
 
 func (h *Handler) serveFile(w http.ResponseWriter, r *http.Request, s Settings) {
@@ -139,7 +145,7 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request, s Settings) {
 			return
 		}
 		name := path.Base(part.FileName())
-		if name == "." || name == "/" || part.FileName() == "" {
+		if name == "." || name == "/" || part.FileName() == "" || strings.ContainsRune(name, 0) {
 			continue
 		}
 		if !aclAllows(s.UploadACL, name) {

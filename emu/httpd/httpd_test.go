@@ -128,5 +128,35 @@ func TestDigest(t *testing.T) {
 	if c := answer("wrong"); c != 401 {
 		t.Fatalf("wrong password: %d", c)
 	}
+	// A header captured for /index.html does not open /secret.key, whether
+	// it is sent as is or with its uri= edited to the new path.
+	ha1 := md5hex("joe:dev:secret")
+	resp := md5hex(ha1 + ":" + m[1] + ":00000001:abc:auth:" + md5hex("GET:/index.html"))
+	for _, uri := range []string{"/index.html", "/secret.key"} {
+		req, _ := http.NewRequest("GET", srv.URL+"/secret.key", nil)
+		req.Header.Set("Authorization", fmt.Sprintf(`Digest username="joe", realm="dev", nonce="%s", uri="%s", qop=auth, nc=00000001, cnonce="abc", response="%s"`, m[1], uri, resp))
+		r, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Body.Close()
+		if r.StatusCode != 401 {
+			t.Fatalf("header for /index.html (uri=%s) on /secret.key: %d", uri, r.StatusCode)
+		}
+	}
 	_ = time.Now
+}
+
+// TestHiddenFilesMatchTheStart: mongoose hides a path when hidden_files
+// matches its start.
+func TestHiddenFilesMatchTheStart(t *testing.T) {
+	srv, fs := server(Settings{DocumentRoot: "/", HiddenFiles: "rpc_auth.txt|*.pem", UploadACL: "*"})
+	defer srv.Close()
+	for name, hidden := range map[string]bool{"rpc_auth.txt": true, "rpc_auth.txt.bak": true, "key.pem": true,
+		"key.pem.old": true, "index.html": false, "my_rpc_auth.txt": false} {
+		afero.WriteFile(fs, "/"+name, []byte("x"), 0o644)
+		if code, _ := get(t, srv.URL+"/"+name); (code == 404) != hidden {
+			t.Errorf("%s: %d, hidden %v", name, code, hidden)
+		}
+	}
 }

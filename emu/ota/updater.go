@@ -59,6 +59,9 @@ type Updater struct {
 	Log      *slog.Logger
 	Reboot   func(delay time.Duration)
 	Settings func() Settings
+	// Supervise, when set, runs the updater's timers under the device's
+	// supervisor (a panic is the device's crash, not the process's).
+	Supervise func(where string, f func())
 
 	mu       sync.Mutex
 	sess     *session
@@ -121,7 +124,7 @@ func (u *Updater) Begin(o BeginOptions) error {
 	s.be = &backend{u: u, ignoreSame: o.IgnoreSameVersion}
 	s.r = NewReader(s.be)
 	if timeout > 0 {
-		s.wdt = time.AfterFunc(s.wdtTimeout, func() { u.timeout(s) })
+		s.wdt = time.AfterFunc(s.wdtTimeout, func() { u.supervise("OTA timeout", func() { u.timeout(s) }) })
 	}
 	u.sess = s
 	u.Log.Info(fmt.Sprintf("Starting, timeout %d, commit timeout %d, size %d", timeout, ct, o.Size), console.Src("mgos_ota_core.c", 210))
@@ -335,15 +338,27 @@ func (u *Updater) BootFinish(ok bool) {
 	if u.closed {
 		return
 	}
-	u.watchdog = time.AfterFunc(time.Duration(ct)*time.Second, func() {
-		if !u.Boot.IsFirstBoot() {
-			return
-		}
-		u.Log.Error("Update commit timeout expired", console.Src("mgos_ota_core.c", 770))
-		if u.Boot.Revert() {
-			u.Reboot(0)
-		}
-	})
+	u.watchdog = time.AfterFunc(time.Duration(ct)*time.Second, func() { u.supervise("OTA commit watchdog", u.commitExpired) })
+}
+
+// supervise runs f under Supervise, if set.
+func (u *Updater) supervise(where string, f func()) {
+	if u.Supervise != nil {
+		u.Supervise(where, f)
+		return
+	}
+	f()
+}
+
+// commitExpired reverts an update not committed in time.
+func (u *Updater) commitExpired() {
+	if !u.Boot.IsFirstBoot() {
+		return
+	}
+	u.Log.Error("Update commit timeout expired", console.Src("mgos_ota_core.c", 770))
+	if u.Boot.Revert() {
+		u.Reboot(0)
+	}
 }
 
 // WriteCommitTimeout stores the commit timeout in updater.dat (a C int).

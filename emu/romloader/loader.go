@@ -104,7 +104,6 @@ type Loader struct {
 // maxInFlight bytes are unacknowledged.
 type streamRead struct {
 	addr, n, packet, maxInFlight, sent, acked uint32
-	digest                                    []byte
 }
 
 // inflater decompresses a FLASH_DEFL_* stream as its blocks arrive and
@@ -202,13 +201,6 @@ func (l *Loader) Feed(p []byte) (Exit, bool) {
 		}
 	}
 	return 0, false
-}
-
-func (l *Loader) statusLen() int {
-	if l.t.ESP32() {
-		return 4
-	}
-	return 2
 }
 
 func (l *Loader) reply(cmd byte, value uint32, data []byte, status, errCode byte) {

@@ -39,14 +39,13 @@ type mosStub struct {
 	out     []byte // frames answering the current host frame
 
 	// FLASH_WRITE in progress
-	writing  bool
-	wAddr    uint32
-	wLen     uint32
-	wErase   bool
-	wDone    uint32
-	wDigest  hash.Hash
-	wErased  map[int64]bool
-	readDone bool
+	writing bool
+	wAddr   uint32
+	wLen    uint32
+	wErase  bool
+	wDone   uint32
+	wDigest hash.Hash
+	wErased map[int64]bool
 
 	// FLASH_READ in progress
 	reading  bool

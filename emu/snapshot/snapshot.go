@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -104,6 +105,18 @@ func Running(dir string) (bool, error) {
 		}
 	}
 	return false, nil
+}
+
+// Holder names the process holding the device of dir, from the pid its
+// state directory lock records ("process 123"), or "another process".
+func Holder(dir string) string {
+	b, err := os.ReadFile(filepath.Join(dir, deviceLock))
+	if pid := strings.TrimSpace(string(b)); err == nil && pid != "" {
+		if _, err := strconv.Atoi(pid); err == nil {
+			return "process " + pid
+		}
+	}
+	return "another process"
 }
 
 // flocked reports whether another open file holds an flock on path.

@@ -114,6 +114,9 @@ type Config struct {
 	Arch           string        // "esp32" or "esp8266": names the SDK glue in log lines
 	ConnectTimeout time.Duration // wifi.sta_connect_timeout
 	RSSIThr        int           // wifi.sta_rssi_thr
+	// Supervise, when set, runs the station's background work under the
+	// device's supervisor (a panic is the device's crash, not the process's).
+	Supervise func(where string, f func())
 }
 
 // Status strings as mgos_wifi_get_status_str returns them.
@@ -183,7 +186,11 @@ func Start(cfg Config, aps []AP, mac [6]byte, log *slog.Logger, t *Timing) *Stat
 		close(s.done)
 		return s
 	}
-	go s.run(stas)
+	if cfg.Supervise != nil {
+		go cfg.Supervise("WiFi", func() { s.run(stas) })
+	} else {
+		go s.run(stas)
+	}
 	return s
 }
 

@@ -6,19 +6,31 @@
 // separate alternatives. Matching is case-insensitive.
 package glob
 
-import "strings"
+import (
+	"iter"
+	"strings"
+)
 
-// Match reports whether the whole of s matches pattern.
+// Match reports whether the whole of s matches pattern (any of its
+// alternatives).
 func Match(pattern, s string) bool {
-	return MatchPrefix(pattern, s) == len(s)
+	if pattern == "" {
+		return s == ""
+	}
+	for alt := range alternatives(pattern) {
+		if matchOne(alt, s, true) == len(s) {
+			return true
+		}
+	}
+	return false
 }
 
 // MatchPrefix returns the length of the longest prefix of s matched by the
 // first alternative of pattern that matches, or -1 if none does. A pattern
 // matches a prefix unless it ends with '$'.
 func MatchPrefix(pattern, s string) int {
-	for alt := range strings.FieldsFuncSeq(pattern, func(r rune) bool { return r == '|' || r == ',' }) {
-		if n := matchOne(alt, s); n >= 0 {
+	for alt := range alternatives(pattern) {
+		if n := matchOne(alt, s, false); n >= 0 {
 			return n
 		}
 	}
@@ -28,48 +40,91 @@ func MatchPrefix(pattern, s string) int {
 	return -1
 }
 
-// matchOne matches a single alternative against a prefix of s.
-func matchOne(p, s string) int {
-	i, j := 0, 0
-	for i < len(p) {
+func alternatives(pattern string) iter.Seq[string] {
+	return strings.FieldsFuncSeq(pattern, func(r rune) bool { return r == '|' || r == ',' })
+}
+
+// Pattern tokens.
+const (
+	tokLit   = iota // one character, case-insensitive
+	tokOne          // '?': any one character
+	tokStar         // '*': any run without '/'
+	tokStars        // '**': any run
+)
+
+type token struct {
+	kind int
+	c    byte
+}
+
+// matchOne matches a single alternative against s and returns the length
+// of the longest prefix of s it matches (only all of s when whole is set
+// or the pattern ends with '$'), or -1. It simulates the pattern as a
+// finite automaton, one pass over s: time O(len(p)*len(s)) whatever the
+// wildcards, where backtracking would be exponential.
+func matchOne(p string, s string, whole bool) int {
+	anchored := whole
+	if strings.HasSuffix(p, "$") {
+		p, anchored = p[:len(p)-1], true
+	}
+	toks := make([]token, 0, len(p))
+	for i := 0; i < len(p); i++ {
 		switch {
-		case p[i] == '?' && j < len(s):
+		case p[i] == '?':
+			toks = append(toks, token{kind: tokOne})
+		case p[i] == '*' && i+1 < len(p) && p[i+1] == '*':
+			toks = append(toks, token{kind: tokStars})
 			i++
-			j++
-		case p[i] == '$' && i == len(p)-1:
-			if j == len(s) {
-				return j
-			}
-			return -1
 		case p[i] == '*':
-			double := i+1 < len(p) && p[i+1] == '*'
-			if double {
-				i += 2
-			} else {
-				i++
-			}
-			// Try the longest run first, as mongoose does.
-			k := j
-			for k < len(s) && (double || s[k] != '/') {
-				k++
-			}
-			if i == len(p) {
-				return k
-			}
-			for ; k >= j; k-- {
-				if n := matchOne(p[i:], s[k:]); n >= 0 {
-					return k + n
-				}
-			}
-			return -1
-		case j < len(s) && lower(p[i]) == lower(s[j]):
-			i++
-			j++
+			toks = append(toks, token{kind: tokStar})
 		default:
-			return -1
+			toks = append(toks, token{kind: tokLit, c: lower(p[i])})
 		}
 	}
-	return j
+	n := len(toks)
+	cur, next := make([]bool, n+1), make([]bool, n+1)
+	cur[0] = true
+	best := -1
+	for j := 0; ; j++ {
+		// A star may match nothing: its successor is reachable too.
+		alive := false
+		for i := 0; i <= n; i++ {
+			if !cur[i] {
+				continue
+			}
+			alive = true
+			if i < n && toks[i].kind >= tokStar {
+				cur[i+1] = true
+			}
+		}
+		if !alive {
+			return best
+		}
+		if cur[n] && (!anchored || j == len(s)) {
+			best = j
+		}
+		if j == len(s) {
+			return best
+		}
+		c := lower(s[j])
+		clear(next)
+		for i := 0; i < n; i++ {
+			if !cur[i] {
+				continue
+			}
+			switch t := toks[i]; t.kind {
+			case tokLit:
+				next[i+1] = next[i+1] || t.c == c
+			case tokOne:
+				next[i+1] = true
+			case tokStar:
+				next[i] = next[i] || c != '/'
+			case tokStars:
+				next[i] = true
+			}
+		}
+		cur, next = next, cur
+	}
 }
 
 func lower(c byte) byte {

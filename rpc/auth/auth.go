@@ -218,7 +218,9 @@ func (g *Guard) Check(_ context.Context, req *rpc.Request) error {
 		nonce := g.now().Unix()
 		msg := fmt.Sprintf(`{"auth_type": "digest", "nonce": %d, "nc": 1, "realm": %s, "algorithm": "%s"}`,
 			nonce, strconv.Quote(s.AuthDomain), algoName(s.AuthAlgo))
-		g.finding("unauthenticated", req, "digest auth requested")
+		// Every login starts here: this is the challenge step, not a finding
+		// (refused credentials are logged as "bad password" findings).
+		g.Log.Info(fmt.Sprintf("RPC auth requested: %s via %s %s", req.Method, req.Channel.Type, req.Channel.Info), "src", "mgos_rpc.c:170")
 		return &rpc.Error{Code: 401, Message: msg, Challenge: &rpc.Challenge{Realm: s.AuthDomain, Nonce: nonce, Algorithm: algoName(s.AuthAlgo)}}
 	}
 	if !UserAllowed(e.ACL, req.User) {
@@ -305,8 +307,15 @@ func VerifyHTTPDigest(fsys afero.Fs, authFile, realm string, algo int, d *rpc.HT
 	if !ok {
 		return "", nil
 	}
+	// The response is bound to the request it came with: mongoose hashes
+	// the actual request URI (path and query), so a header captured for
+	// one URL is refused on another.
+	if p["uri"] != d.URI {
+		log.Warn(fmt.Sprintf("Digest auth for user %s: uri %q does not match the request %q", p["username"], p["uri"], d.URI), "src", "mg_rpc.c:680", "finding", "bad request")
+		return "", nil
+	}
 	h := hasher(algoName(algo))
-	ha2 := hexsum(h, d.Method+":"+p["uri"])
+	ha2 := hexsum(h, d.Method+":"+d.URI)
 	want := hexsum(h, ha1+":"+p["nonce"]+":"+p["nc"]+":"+p["cnonce"]+":"+p["qop"]+":"+ha2)
 	if !strings.EqualFold(want, p["response"]) {
 		log.Warn("Invalid digest auth for user "+p["username"], "src", "mg_rpc.c:680", "finding", "bad password")

@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 
 	"github.com/mosemu/mosemu/internal/digest"
 	"github.com/mosemu/mosemu/rpc"
@@ -27,11 +26,9 @@ type transport interface {
 
 // Client calls methods on one device.
 type Client struct {
-	t        transport
-	user     string
-	pass     string
-	mu       sync.Mutex
-	httpAuth *httpAuthState
+	t    transport
+	user string
+	pass string
 }
 
 // Option configures Dial.

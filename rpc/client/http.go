@@ -15,8 +15,6 @@ import (
 	"github.com/mosemu/mosemu/rpc"
 )
 
-type httpAuthState struct{ realm, nonce, qop, algo string }
-
 type httpTransport struct {
 	url string
 	hc  *http.Client
