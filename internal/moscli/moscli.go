@@ -361,7 +361,7 @@ func (c *cli) configSet(ctx context.Context, args []string) error {
 		}
 	}
 	if len(kvs) == 0 {
-		return errors.New("usage: config-set KEY=VALUE ...")
+		return errors.New("usage: config-set KEY=VALUE [KEY=VALUE]")
 	}
 	cl, err := c.dial(ctx)
 	if err != nil {
