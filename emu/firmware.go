@@ -50,6 +50,7 @@ func (d *Device) startFirmware(fw *firmware) error {
 	fw.disp = disp
 	d.traceRPC(disp)
 	rpc.RegisterFS(disp, fw.fs, d.log)
+	rpc.RegisterFSDirs(disp, fw.fs, d.log)
 	configs.RegisterService(disp, fw.cfg, rebooter{d}, d.log)
 	if cfg.Bool("rpc.service_sys_enable") {
 		rpc.RegisterSys(disp, &sysDevice{d: d, fw: fw})

@@ -2,10 +2,10 @@ package fs
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path"
-	"sort"
 	"syscall"
 	"time"
 
@@ -45,7 +45,7 @@ func (f *FS) OpenFile(name string, flag int, _ os.FileMode) (afero.File, error) 
 		if flag&(os.O_WRONLY|os.O_RDWR) != 0 {
 			return nil, pathErr("open", name, syscall.EISDIR)
 		}
-		return &File{fs: f, name: "/", dir: f.root}, nil
+		return &File{fs: f, name: "/", dir: f.rootDir()}, nil
 	case err == nil:
 		e := m.entries[id]
 		if flag&os.O_CREATE != 0 && flag&os.O_EXCL != 0 {
@@ -55,9 +55,16 @@ func (f *FS) OpenFile(name string, flag int, _ os.FileMode) (afero.File, error) 
 			if flag&(os.O_WRONLY|os.O_RDWR) != 0 {
 				return nil, pathErr("open", name, syscall.EISDIR)
 			}
-			return &File{fs: f, name: clean(name), dir: f.dirAt(e.child)}, nil
+			d := f.dirAt(e.child)
+			if d == nil {
+				return nil, pathErr("open", name, fmt.Errorf("%w: directory points to a missing pair", ErrCorrupt))
+			}
+			return &File{fs: f, name: clean(name), dir: d}, nil
 		}
 	case errors.Is(err, os.ErrNotExist) && flag&os.O_CREATE != 0:
+		if err := f.writable(); err != nil {
+			return nil, pathErr("open", name, err)
+		}
 		d, base, perr := f.parentDir(name)
 		if perr != nil {
 			return nil, pathErr("open", name, perr)
@@ -84,6 +91,9 @@ func (f *FS) Mkdir(name string, _ os.FileMode) error {
 	defer f.mu.Unlock()
 	if _, _, err := f.lookup(name); err == nil {
 		return pathErr("mkdir", name, os.ErrExist)
+	}
+	if err := f.writable(); err != nil {
+		return pathErr("mkdir", name, err)
 	}
 	d, base, err := f.parentDir(name)
 	if err != nil {
@@ -121,6 +131,12 @@ func (f *FS) Remove(name string) error {
 	if err != nil {
 		return pathErr("remove", name, err)
 	}
+	if err := f.writable(); err != nil {
+		return pathErr("remove", name, err)
+	}
+	if m, id, err = f.lookup(name); err != nil {
+		return pathErr("remove", name, err)
+	}
 	return pathErr("remove", name, f.remove(m, id))
 }
 
@@ -152,120 +168,16 @@ func (f *FS) RemoveAll(p string) error {
 	return f.Remove(p)
 }
 
-// Rename implements afero.Fs. Within one metadata pair it is a single
-// atomic commit; across pairs the entry is added at the destination first.
+// Rename implements afero.Fs, as lfs_rename: within one metadata pair a
+// single commit; across pairs the move is recorded in the global state so
+// that a power cut never leaves the entry in both places or in neither.
 func (f *FS) Rename(oldname, newname string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	m, id, err := f.lookup(oldname)
-	if err == nil && m == nil {
-		err = os.ErrPermission
-	}
-	if err != nil {
+	if err := f.writable(); err != nil {
 		return pathErr("rename", oldname, err)
 	}
-	if clean(oldname) == clean(newname) {
-		return nil
-	}
-	d, base, err := f.parentDir(newname)
-	if err != nil {
-		return pathErr("rename", newname, err)
-	}
-	e := *m.entries[id]
-	e.name = base
-	// Replace an existing destination.
-	if dm, did, err := f.lookup(newname); err == nil && dm != nil {
-		de := dm.entries[did]
-		if de.typ == typeDir {
-			return pathErr("rename", newname, syscall.EISDIR)
-		}
-		var freed []uint32
-		if de.ctz {
-			freed, _ = f.ctzList(de.head, int(de.size))
-		}
-		if dm == m {
-			// One commit: drop the source, overwrite the destination.
-			old := m.entries
-			ents := append([]*entry(nil), old...)
-			ents[did] = &e
-			ents = append(ents[:id], ents[id+1:]...)
-			m.entries = ents
-			if err := f.commitPair(m); err != nil {
-				m.entries = old
-				return pathErr("rename", oldname, err)
-			}
-			f.free(freed)
-			return nil
-		}
-		old := dm.entries[did]
-		dm.entries[did] = &e
-		if err := f.commitPair(dm); err != nil {
-			dm.entries[did] = old
-			return pathErr("rename", newname, err)
-		}
-		f.free(freed)
-		m2, id2, _ := f.lookupEntry(m, m.entries[id])
-		return pathErr("rename", oldname, f.dropEntry(m2, id2))
-	}
-	target := d.pairs[len(d.pairs)-1]
-	if target == m || containsPair(d.pairs, m) {
-		old := m.entries
-		ents := append(append([]*entry(nil), old[:id]...), old[id+1:]...)
-		pos := sort.Search(len(ents), func(i int) bool {
-			return ents[i].typ != typeSuperblock && !nameLess(ents[i].name, e.name)
-		})
-		ents = append(ents[:pos], append([]*entry{&e}, ents[pos:]...)...)
-		m.entries = ents
-		if err := f.commitPair(m); err != nil {
-			m.entries = old
-			return pathErr("rename", oldname, err)
-		}
-		return nil
-	}
-	src := m.entries[id]
-	if err := f.insert(d, &e); err != nil {
-		return pathErr("rename", newname, err)
-	}
-	m2, id2, _ := f.lookupEntry(m, src)
-	return pathErr("rename", oldname, f.dropEntry(m2, id2))
-}
-
-func containsPair(ps []*mdir, m *mdir) bool {
-	for _, p := range ps {
-		if p == m {
-			return true
-		}
-	}
-	return false
-}
-
-func (f *FS) lookupEntry(m *mdir, e *entry) (*mdir, int, bool) {
-	for i, x := range m.entries {
-		if x == e {
-			return m, i, true
-		}
-	}
-	return m, -1, false
-}
-
-// dropEntry removes an entry without freeing its data (it moved).
-func (f *FS) dropEntry(m *mdir, id int) error {
-	if id < 0 {
-		return nil
-	}
-	old := m.entries
-	m.entries = append(append([]*entry(nil), old[:id]...), old[id+1:]...)
-	if err := f.commitPair(m); err != nil {
-		m.entries = old
-		return err
-	}
-	return nil
-}
-
-func (f *FS) free(blocks []uint32) {
-	for _, b := range blocks {
-		f.used[b] = false
-	}
+	return pathErr("rename", oldname, f.rename(oldname, newname))
 }
 
 // Stat implements afero.Fs.
@@ -455,8 +367,8 @@ func (fl *File) Sync() error {
 	f := fl.fs
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if !f.mounted {
-		return os.ErrClosed
+	if err := f.writable(); err != nil {
+		return err
 	}
 	m, id, err := f.lookup(fl.name)
 	if err != nil {

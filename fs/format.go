@@ -2,6 +2,11 @@
 // 2.0, block size 4096) living in the flash "fs" partition, exposed as an
 // afero.Fs. Every byte goes through the emulated flash, so a raw flash dump
 // shows the files (or their ciphertext when flash encryption is on).
+//
+// The format is that of the firmware's littlefs (v2.1.4 / v2.4 as vendored
+// by mongoose-os-libs/vfs-fs-lfs) with the geometry mgos_vfs_lfs.c gives the
+// ESP32 root fs; images either side writes read the same on the other (see
+// reference_test.go and reverse_test.go for how that is checked).
 package fs
 
 import (
@@ -13,12 +18,13 @@ import (
 // On-disk constants of the littlefs v2 format (littlefs SPEC.md).
 const (
 	BlockSize   = 4096
-	progSize    = 16 // commits are padded to this; one 16-byte unit is programmed once
+	progSize    = 128 // read = prog size of the root fs ({"bs":4096,"is":128}): commits are padded to it
 	diskVersion = 0x00020000
 	nameMax     = 255
 	fileMax     = 0x7FFFFFFF
 	attrMax     = 1022
-	inlineMax   = 512 // files up to this size live in their directory's metadata
+	inlineMax   = 128 // files up to min(cache 128, block/8, 0x3fe) bytes live in their directory's metadata
+	blockCycles = 512 // mgos_vfs_lfs.c: erase cycles before a pair is moved
 	null        = 0xFFFFFFFF
 	magic       = "littlefs"
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/mosemu/mosemu/emu/flash"
@@ -264,19 +265,34 @@ func TestPowerLoss(t *testing.T) {
 	}
 }
 
+// FuzzMount feeds arbitrary flash contents to Mount: a corrupt image is an
+// error (ErrCorrupt), never a panic; whatever mounts can be read and written
+// without a panic either.
 func FuzzMount(f *testing.F) {
-	dev := flash.NewMemory(0x8000)
+	const size = 8 * BlockSize
+	dev := flash.NewMemory(size)
 	Format(dev)
 	fsys, _ := Mount(dev)
+	fsys.Mkdir("/d", 0)
 	afero.WriteFile(fsys, "/a", []byte("hello"), 0)
-	img := make([]byte, 0x8000)
+	afero.WriteFile(fsys, "/d/big", bytes.Repeat([]byte("big"), 2000), 0)
+	fsys.Rename("/a", "/d/a")
+	img := make([]byte, size)
 	dev.ReadAt(img, 0)
+	f.Add(img)
 	f.Add(img[:2*BlockSize])
+	for _, name := range []string{"renames-then-rewrites", "moved-into-b", "expanded"} {
+		ref := readImage(f, name)
+		f.Add(ref[:size])
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		d := flash.NewMemory(0x8000)
-		d.WriteAt(b[:min(len(b), 0x8000)], 0)
+		d := flash.NewMemory(size)
+		d.WriteAt(b[:min(len(b), size)], 0)
 		fsys, err := Mount(d)
 		if err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("mount error %v is not ErrCorrupt", err)
+			}
 			return
 		}
 		afero.Walk(fsys, "/", func(p string, info os.FileInfo, err error) error {
@@ -288,6 +304,14 @@ func FuzzMount(f *testing.F) {
 			}
 			return nil
 		})
+		fsys.Mkdir("/new", 0)
+		afero.WriteFile(fsys, "/new/f", bytes.Repeat([]byte("x"), 5000), 0)
+		fsys.Rename("/new/f", "/g")
+		fsys.Remove("/g")
+		fsys.RemoveAll("/d")
+		if _, err := Mount(d); err != nil && !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("remount error %v is not ErrCorrupt", err)
+		}
 	})
 }
 
@@ -305,5 +329,130 @@ func BenchmarkAppend512(b *testing.B) {
 		}
 		fl.Write(chunk)
 		fl.Close()
+	}
+}
+
+// TestDirectorySplits fills one directory with 200 files with 60-character
+// names: littlefs splits the directory over a chain of metadata pairs
+// instead of refusing after about 50.
+func TestDirectorySplits(t *testing.T) {
+	f, dev := newFS(t)
+	f.Mkdir("/many", 0)
+	name := func(i int) string { return fmt.Sprintf("/many/%03d-%s", i, strings.Repeat("x", 56)) }
+	for i := 0; i < 200; i++ {
+		if err := afero.WriteFile(f, name(i), []byte(name(i)), 0); err != nil {
+			t.Fatalf("file %d: %v", i, err)
+		}
+	}
+	f2, err := Mount(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := f2.dirAt(f2.rootDir().pairs[0].entries[1].child)
+	if len(d.pairs) < 4 {
+		t.Fatalf("/many spans %d pairs", len(d.pairs))
+	}
+	names, _ := afero.ReadDir(f2, "/many")
+	if len(names) != 200 {
+		t.Fatalf("%d entries", len(names))
+	}
+	for i := 0; i < 200; i += 3 {
+		if err := f2.Remove(name(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 200; i++ {
+		b, err := afero.ReadFile(f2, name(i))
+		if (i%3 == 0) != errors.Is(err, os.ErrNotExist) || (err == nil && string(b) != name(i)) {
+			t.Fatalf("file %d: %q, %v", i, b, err)
+		}
+	}
+	// Renaming into a split directory is a no-space error at worst, never
+	// a metadata-does-not-fit one.
+	if err := f2.Rename(name(1), "/moved"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSuperblockExpansion rewrites a root file until the root pair's
+// revision reaches the wear-levelling period: {0,1} then keeps only a hard
+// tail, and new root entries (conf9.json sorts before "littlefs") go to
+// the superblock's new pair, where littlefs looks for them.
+func TestSuperblockExpansion(t *testing.T) {
+	f, dev := newFS(t)
+	for i := 0; i < blockCycles+10; i++ {
+		if err := afero.WriteFile(f, "/counter", []byte(fmt.Sprint(i)), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := afero.WriteFile(f, "/conf9.json", []byte(`{}`), 0); err != nil {
+		t.Fatal(err)
+	}
+	f2, err := Mount(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first := f2.chain[0]; len(first.entries) != 0 || !first.hard || f2.root == first {
+		t.Fatalf("pair {0,1}: %d entries, hard tail %v", len(first.entries), first.hard)
+	}
+	if b, err := afero.ReadFile(f2, "/conf9.json"); err != nil || string(b) != "{}" {
+		t.Fatalf("conf9.json: %q, %v", b, err)
+	}
+}
+
+// flakyDev fails its nth erase or program (counting from 0), cleanly:
+// nothing is written, later operations work.
+type flakyDev struct {
+	flash.Device
+	n int
+}
+
+var errFlaky = errors.New("flash error")
+
+func (d *flakyDev) WriteAt(p []byte, off int64) (int, error) {
+	d.n--
+	if d.n == -1 {
+		return 0, errFlaky
+	}
+	return d.Device.WriteAt(p, off)
+}
+
+func (d *flakyDev) Erase(off, n int64) error {
+	d.n--
+	if d.n == -1 {
+		return errFlaky
+	}
+	return d.Device.Erase(off, n)
+}
+
+// TestFlashErrorsReported: a failing erase or program during mkdir is an
+// error, never a directory that seems made, and the filesystem stays
+// usable.
+func TestFlashErrorsReported(t *testing.T) {
+	for n := 0; n < 4; n++ { // mkdir is 4 operations: erase+program of the new pair, of the parent
+		base := flash.NewMemory(16 * BlockSize)
+		Format(base)
+		f, err := Mount(&flakyDev{Device: base, n: n})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = f.Mkdir("/d", 0)
+		if !errors.Is(err, errFlaky) {
+			t.Fatalf("flash op %d fails: mkdir says %v", n, err)
+		}
+		_, serr := f.Stat("/d")
+		if (err == nil) != (serr == nil) {
+			t.Fatalf("op %d: mkdir %v, stat %v", n, err, serr)
+		}
+		if err := f.Mkdir("/e", 0); err != nil {
+			t.Fatalf("op %d: next mkdir: %v", n, err)
+		}
+		f2, _ := Mount(base)
+		if _, serr := f2.Stat("/d"); (err == nil) != (serr == nil) {
+			t.Fatalf("op %d: on flash: %v", n, serr)
+		}
+		if _, err := f2.Stat("/e"); err != nil {
+			t.Fatalf("op %d: /e: %v", n, err)
+		}
 	}
 }

@@ -38,9 +38,9 @@ type mdir struct {
 	rev     uint32
 	entries []*entry // by id
 	tail    [2]uint32
-	hard    bool     // tail is a hard tail (same directory)
-	gdelta  [12]byte // this pair's share of the global move state
-	freeOff int      // first byte after the last commit in blocks[0]
+	hard    bool   // tail is a hard tail (same directory)
+	gstate  gstate // this pair's share of the global state (its last MOVESTATE)
+	fresh   bool   // allocated, never written: not relocated on its first commit
 }
 
 func (m *mdir) hasTail() bool { return m.tail[0] != null || m.tail[1] != null }
@@ -83,7 +83,7 @@ func parseBlock(buf []byte) *mdir {
 		ptag   = tag(0xFFFFFFFF)
 		c      = crc(0xFFFFFFFF, buf[:4])
 		off    = uint32(4)
-		gdelta [12]byte
+		gs     gstate
 		tail   = [2]uint32{null, null}
 		hard   bool
 		ensure = func(id uint32) *entry {
@@ -104,13 +104,13 @@ func parseBlock(buf []byte) *mdir {
 			break
 		}
 		data := buf[off+4 : off+t.dsize()]
-		if t.typ1() == typeCCRC && t.chunk()&0x80 == 0 { // commit CRC
+		if t.typ1() == typeCCRC { // commit CRC (any CRC type, as littlefs v2.0 reads)
 			c = crc(c, raw)
 			if len(data) < 4 || le32(data) != c {
 				break
 			}
 			// Commit point: snapshot.
-			snap := &mdir{rev: cur.rev, tail: tail, hard: hard, gdelta: gdelta, freeOff: int(off + t.dsize())}
+			snap := &mdir{rev: cur.rev, tail: tail, hard: hard, gstate: gs}
 			for _, e := range slots {
 				cp := *e
 				snap.entries = append(snap.entries, &cp)
@@ -167,9 +167,9 @@ func parseBlock(buf []byte) *mdir {
 			tail = [2]uint32{le32(data), le32(data[4:])}
 			hard = t.chunk()&1 == 1
 		case t.typ3() == typeMoveState && len(data) == 12:
-			for i := range gdelta {
-				gdelta[i] ^= data[i]
-			}
+			// Each MOVESTATE holds the pair's running value: the last one
+			// counts (lfs_dir_getgstate); pairs are XORed together.
+			copy(gs[:], data)
 		}
 		ptag = t
 		off += t.dsize()
@@ -224,8 +224,8 @@ func encodePair(m *mdir) ([]byte, bool) {
 		}
 		put(mkTag(typ, idNone, 8), pairBytes(m.tail))
 	}
-	if m.gdelta != [12]byte{} {
-		put(mkTag(typeMoveState, idNone, 12), m.gdelta[:])
+	if m.gstate != (gstate{}) {
+		put(mkTag(typeMoveState, idNone, 12), m.gstate[:])
 	}
 	// Commit CRC, padded to the program size.
 	start := b.Len()
@@ -239,7 +239,28 @@ func encodePair(m *mdir) ([]byte, bool) {
 	for b.Len() < end {
 		b.WriteByte(0xFF)
 	}
-	return b.Bytes(), b.Len() <= BlockSize
+	return b.Bytes(), start+8 <= BlockSize-8 && b.Len() <= BlockSize
+}
+
+// entriesSize is what littlefs weighs to decide a split: every tag and
+// datum of the entries (lfs_dir_commit_size).
+func entriesSize(es []*entry) int {
+	n := 0
+	for _, e := range es {
+		n += 4 + len(e.name) + 4
+		switch {
+		case e.typ == typeSuperblock:
+			n += len(e.sbData)
+		case e.typ == typeDir, e.ctz:
+			n += 8
+		default:
+			n += len(e.inline)
+		}
+		for _, a := range e.attrs {
+			n += 4 + len(a)
+		}
+	}
+	return n
 }
 
 func pairBytes(p [2]uint32) []byte {
@@ -249,26 +270,142 @@ func pairBytes(p [2]uint32) []byte {
 	return b
 }
 
-// commitPair writes m compacted into its other block with the next
-// revision. The old block stays intact until the new one is complete, so a
-// power cut at any point leaves either the old or the new state.
-func (f *FS) commitPair(m *mdir) error {
-	next := *m
-	next.rev = m.rev + 1
-	next.blocks = [2]uint32{m.blocks[1], m.blocks[0]}
-	data, ok := encodePair(&next)
-	if !ok {
-		return errNoSpaceMeta
+// splitLimit is the most entry bytes a compacted pair keeps before it is
+// split: half a block, aligned to the program size (lfs_dir_compact).
+const splitLimit = min(BlockSize-36, (BlockSize/2+progSize-1)/progSize*progSize)
+
+// commit writes m compacted into its other block with the next revision,
+// as lfs_dir_compact does: first splitting off a tail pair while the
+// entries exceed half a block, expanding the superblock pair when its
+// revision reaches the wear-levelling period, and folding the pending
+// change of the global state into m's share. The old block stays intact
+// until the new one is complete, so a power cut leaves the old or the new.
+// m must be in f.chain unless it is a new, not yet linked pair.
+func (f *FS) commit(m *mdir) error {
+	f.dropMoving(m)
+	for len(m.entries) > 1 {
+		size := entriesSize(m.entries)
+		if len(m.entries) < 0xff && size <= splitLimit {
+			break
+		}
+		half := len(m.entries) / 2
+		t, err := f.newPair()
+		if err != nil {
+			if errors.Is(err, ErrNoSpace) && size <= BlockSize-36 {
+				break // over-compact, as littlefs does when it cannot split
+			}
+			return err
+		}
+		if err := f.splitInto(m, t, half); err != nil {
+			return err
+		}
 	}
-	if err := f.dev.Erase(int64(next.blocks[0])*BlockSize, BlockSize); err != nil {
-		return err
+	next := m.rev + 1
+	worn := f.cycles > 0 && next%(f.cycles+1) == 0
+	relocate := worn && !m.fresh && f.chainIndex(m) > 0
+	if worn && sortedPair(m.blocks) == [2]uint32{0, 1} && f.usedBlocks() < int(f.blockCount/2) {
+		// Superblock expansion: everything moves to a new pair; {0,1}
+		// keeps only a hard tail to it.
+		t, err := f.newPair()
+		switch {
+		case err == nil:
+			if err := f.splitInto(m, t, 0); err != nil {
+				return err
+			}
+			if f.root == m {
+				f.root = t
+			}
+		case !errors.Is(err, ErrNoSpace):
+			return err
+		}
 	}
-	if _, err := f.dev.WriteAt(data, int64(next.blocks[0])*BlockSize); err != nil {
-		return err
+	if relocate {
+		// Wear levelling: the older block is replaced by a fresh one, then
+		// the parent and the predecessor are pointed at the new pair. As in
+		// littlefs, the relocated block holds no global state: m's share
+		// and the pending change go to the next commit (the parent's).
+		nb, err := f.alloc()
+		switch {
+		case err == nil:
+			f.gdisk = f.gdisk.xor(m.gstate)
+			m.gstate = gstate{}
+			m.rev = next
+			old := m.blocks
+			m.blocks[1] = nb
+			if err := f.writePair(m); err != nil {
+				return err
+			}
+			return f.relink(m, old)
+		case !errors.Is(err, ErrNoSpace):
+			return err
+		}
 	}
-	next.freeOff = len(data)
-	*m = next
+	m.gstate = m.gstate.xor(f.gdisk.xor(f.gwant))
+	f.gdisk = f.gwant
+	m.rev = next
+	return f.writePair(m)
+}
+
+// relink points the parent entry and the list predecessor of m, which was
+// relocated from old, at m's blocks (lfs_fs_relocate): the parent first,
+// under the orphan flag, then the predecessor's tail.
+func (f *FS) relink(m *mdir, old [2]uint32) error {
+	for _, p := range f.chain {
+		for _, e := range p.entries {
+			if e.typ == typeDir && sortedPair(e.child) == sortedPair(old) {
+				f.gwant = f.gwant.withOrphans(true)
+				e.child = m.blocks
+				if err := f.commit(p); err != nil {
+					return err
+				}
+				f.gwant = f.gwant.withOrphans(false)
+			}
+		}
+	}
+	if i := f.chainIndex(m); i > 0 {
+		pred := f.chain[i-1]
+		pred.tail = m.blocks
+		if err := f.commit(pred); err != nil {
+			return err
+		}
+	}
+	if !contains(m.blocks[:], old[1]) {
+		f.used[old[1]] = false
+	}
 	return nil
 }
 
-var errNoSpaceMeta = errors.New("littlefs: directory metadata does not fit in one block")
+// splitInto moves m's entries from index at on into the new pair t, which
+// takes m's tail, and makes t m's hard tail.
+func (f *FS) splitInto(m, t *mdir, at int) error {
+	t.entries = append([]*entry(nil), m.entries[at:]...)
+	t.tail, t.hard = m.tail, m.hard
+	if i := f.chainIndex(m); i >= 0 {
+		f.chain = insertPair(f.chain, i+1, t)
+	}
+	if err := f.commit(t); err != nil {
+		return err
+	}
+	m.entries = append([]*entry(nil), m.entries[:at]...)
+	m.tail, m.hard = t.blocks, true
+	return nil
+}
+
+// writePair programs m (already holding its new revision) into its other
+// block and makes that block current.
+func (f *FS) writePair(m *mdir) error {
+	data, ok := encodePair(m)
+	if !ok {
+		return fmt.Errorf("%w: directory entry too large for a metadata block", ErrNoSpace)
+	}
+	other := m.blocks[1]
+	if err := f.dev.Erase(int64(other)*BlockSize, BlockSize); err != nil {
+		return err
+	}
+	if _, err := f.dev.WriteAt(data, int64(other)*BlockSize); err != nil {
+		return err
+	}
+	m.blocks = [2]uint32{other, m.blocks[0]}
+	m.fresh = false
+	return nil
+}

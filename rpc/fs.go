@@ -162,6 +162,50 @@ func RegisterFS(r Registrar, fsys afero.Fs, log *slog.Logger) {
 	})
 }
 
+// RegisterFSDirs registers FS.Mkdir and FS.Rmdir: {path: %Q}, making or
+// removing one directory (its parent must exist; Rmdir needs it empty).
+// rpc-service-fs of Mongoose OS 2.20 has no such methods (a real device
+// answers 404 "No handler for FS.Mkdir"); mosemu offers them so that a
+// directory tree can be laid out over RPC, in the style of its other FS.*
+// methods: 400 when path is missing, 500 when the filesystem refuses.
+func RegisterFSDirs(r Registrar, fsys afero.Fs, log *slog.Logger) {
+	dirOp := func(method, verb string, op func(string) error) {
+		r.Register(method, "{path: %Q}", func(_ context.Context, req *Request) (json.RawMessage, error) {
+			var a struct {
+				Path string `json:"path"`
+			}
+			json.Unmarshal(req.Params, &a)
+			if a.Path == "" {
+				return nil, Errorf(400, "path is required")
+			}
+			if !validName(a.Path) {
+				return nil, Errorf(400, "invalid filename")
+			}
+			err := op(a.Path)
+			rc := 0
+			if err != nil {
+				rc = -1
+			}
+			log.Info(fmt.Sprintf("%s %s -> %d", verb, a.Path, rc))
+			if err != nil {
+				return nil, Errorf(500, "%s failed", strings.ToLower(verb))
+			}
+			return nil, nil
+		})
+	}
+	dirOp("FS.Mkdir", "Mkdir", func(p string) error { return fsys.Mkdir(p, 0o755) })
+	dirOp("FS.Rmdir", "Rmdir", func(p string) error {
+		st, err := fsys.Stat(p)
+		if err != nil {
+			return err
+		}
+		if !st.IsDir() {
+			return fmt.Errorf("%s: not a directory", p)
+		}
+		return fsys.Remove(p)
+	})
+}
+
 // validName refuses names the firmware's C strings cannot hold: a NUL
 // would cut "rpc_auth.txt\x00.jpg" short on the device, and must not name
 // a different file here.
