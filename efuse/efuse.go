@@ -133,8 +133,11 @@ func Factory(seed uint64) *Efuses {
 	mac[3], mac[4], mac[5] = byte(seed>>16), byte(seed>>8), byte(seed)
 	e.stored[0][1] = binary.BigEndian.Uint32(mac[2:6])
 	e.stored[0][2] = uint32(mac[0])<<8 | uint32(mac[1]) | uint32(CRC8(mac[:]))<<16
-	e.stored[0][3] = 1 << 15 // CHIP_VER_REV1, package D0WDQ6
-	e.stored[0][4] = 0x60    // CK8M_FREQ calibration
+	// A real ESP32-D0WDQ6 revision 1: CHIP_VER_REV1, CHIP_CPU_FREQ_RATED
+	// with CHIP_CPU_FREQ_LOW clear (240 MHz), package 0; ADC_VREF trimmed
+	// (0x02: +14 mV), CK8M_FREQ calibration 0x60.
+	e.stored[0][3] = 1<<15 | 1<<13
+	e.stored[0][4] = 0x02<<8 | 0x60
 	e.reload()
 	return e
 }
@@ -257,16 +260,24 @@ func (e *Efuses) ReadReg(addr uint32) (uint32, bool) {
 
 // WriteReg writes a controller register; ok is false outside the block.
 func (e *Efuses) WriteReg(addr, v uint32) bool {
+	_, ok := e.WriteRegBurn(addr, v)
+	return ok
+}
+
+// WriteRegBurn is WriteReg that also reports whether the write was a
+// program command that changed the fuse array: the only register write
+// whose effect must be made durable.
+func (e *Efuses) WriteRegBurn(addr, v uint32) (burnt, ok bool) {
 	off, ok := offset(addr)
 	if !ok {
-		return false
+		return false, false
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for b := 0; b < 4; b++ {
 		if off >= wdataOff[b] && off < wdataOff[b]+4*uint32(blockWords[b]) {
 			e.wdata[b][(off-wdataOff[b])/4] = v
-			return true
+			return false, true
 		}
 	}
 	switch off {
@@ -279,13 +290,15 @@ func (e *Efuses) WriteReg(addr, v uint32) bool {
 	case regCmd:
 		switch {
 		case v&2 != 0 && e.conf&0xFFFF == opPgm:
+			before := e.stored
 			e.burn(e.wdata)
 			e.wdata = [4][8]uint32{}
+			burnt = e.stored != before
 		case v&1 != 0 && e.conf&0xFFFF == opRead:
 			e.reload()
 		}
 	}
-	return true
+	return burnt, true
 }
 
 func offset(addr uint32) (uint32, bool) {

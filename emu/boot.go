@@ -59,7 +59,9 @@ func (d *Device) cpuView(encrypted bool) flash.Device {
 	return d.flash
 }
 
-// boot runs the firmware from what is in flash.
+// boot runs the chip from reset (cause d.cause) through what is in flash:
+// ROM, 2nd-stage bootloader, Mongoose OS. A stage that fails returns a
+// *BootError.
 func (d *Device) boot() (_ *firmware, err error) {
 	fw := &firmware{started: time.Now(), ram: devtls.NewRAMReserve(d.board.RAMSize, d.board.RAMFreeAtBoot, d.board.HeapReserve)}
 	booted := false
@@ -69,57 +71,67 @@ func (d *Device) boot() (_ *firmware, err error) {
 			d.revertFailedUpdate(fw.boot, err) // a new firmware that does not boot is rolled back
 		}
 	}()
-	if err := d.firstBootProvision(); err != nil {
-		return nil, err
-	}
-	if err := d.bootloaderEncrypt(); err != nil {
-		return nil, err
-	}
 	if d.board.Arch == "esp8266" { // ROM, rBoot, app slot: boot8266.go
 		if fw.fsPart, err = d.boot8266(); err != nil {
-			return nil, err
+			if errors.Is(err, errNoROM) { // the ROM or rBoot stops: no loop
+				return nil, &BootError{Stage: "ROM", Reason: err.Error()}
+			}
+			return nil, d.firmwareFailure(err)
 		}
 	} else {
-		if fw.boot, err = d.selectBoot(); err != nil {
+		if err := d.romBootESP32(); err != nil {
 			return nil, err
+		}
+		if fw.table, _, err = d.bootloaderESP32(); err != nil {
+			return nil, err
+		}
+		// The updater's early init (slot, update status, tombstone).
+		if fw.boot, err = d.selectBoot(); err != nil {
+			return nil, d.firmwareFailure(err)
 		}
 		d.banner(d.fwIdentity(fw), bootLabel(fw.boot))
 	}
 
 	// Locate the root filesystem.
 	if d.board.HasPartitionTable {
-		raw := make([]byte, partition.TableSize)
-		if _, err := d.cpuView(true).ReadAt(raw, partition.Offset); err != nil {
-			return nil, err
-		}
-		if fw.table, err = partition.Parse(raw); err != nil {
-			return nil, fmt.Errorf("boot: failed to verify partition table: %v; not booting", err)
-		}
 		var ok bool
 		if fw.boot != nil && fw.boot.FS.Size != 0 {
 			fw.fsPart, ok = fw.boot.FS, true
 		} else if fw.fsPart, ok = fw.table.RootFS(); !ok {
-			return nil, errors.New("boot: no filesystem partition in the partition table; not booting")
+			return nil, d.firmwareFailure(errors.New("no filesystem partition in the partition table"))
 		}
 	}
 	dev := flash.NewWindow(d.cpuView(fw.fsPart.Encrypted()), int64(fw.fsPart.Offset), int64(fw.fsPart.Size))
 	raw := flash.NewWindow(d.flash, int64(fw.fsPart.Offset), int64(fw.fsPart.Size))
 	if fw.fs, err = mountRootFS(dev, raw, d); err != nil {
-		return nil, err
+		return nil, d.firmwareFailure(err)
 	}
 	fw.onStop(func() { fw.fs.Unmount() })
 	if err := d.applyUpdate(fw); err != nil {
-		return nil, fmt.Errorf("boot: applying the update: %w", err)
+		return nil, d.firmwareFailure(fmt.Errorf("applying the update: %w", err))
 	}
 	if err := d.provision(fw.fs); err != nil {
-		return nil, err
+		return nil, d.firmwareFailure(err)
 	}
 	if err := d.startFirmware(fw); err != nil {
-		return nil, err
+		return nil, d.firmwareFailure(err)
 	}
 	d.finishBoot(fw)
 	booted = true
 	return fw, nil
+}
+
+// firmwareFailure logs why Mongoose OS could not start; the firmware then
+// restarts the chip (esp_restart), which boots it again. A host address
+// the emulator cannot bind halts the device instead: retrying would not
+// help.
+func (d *Device) firmwareFailure(err error) error {
+	d.log.Error(err.Error(), console.Src("mgos_init.c", 115))
+	next := resetSoftwareCPU
+	if errors.Is(err, ErrHostBind) {
+		next = 0
+	}
+	return &BootError{Stage: "firmware", Reason: err.Error(), next: next, err: err}
 }
 
 // mountRootFS mounts the root filesystem, formatting a blank partition as
@@ -129,14 +141,15 @@ func mountRootFS(dev, raw flash.Device, d *Device) (*lfs.FS, error) {
 	if err == nil {
 		return fsys, nil
 	}
-	// Erased flash is blank in the raw view; through the encryption engine
-	// it reads as noise.
+	// A blank partition is erased in the raw view (through the encryption
+	// engine erased flash reads as noise), or, right after the first-boot
+	// encryption pass encrypted it whole, erased in the decrypted view.
 	if !isBlank(raw) && !isBlank(dev) {
-		return nil, fmt.Errorf("boot: failed to mount the root filesystem: %v; not booting", err)
+		return nil, fmt.Errorf("failed to mount the root filesystem: %v; not booting", err)
 	}
 	d.log.Info("Formatting the root filesystem", console.Src("mgos_vfs.c", 314))
 	if err := lfs.Format(dev); err != nil {
-		return nil, fmt.Errorf("boot: formatting the root filesystem: %w", err)
+		return nil, fmt.Errorf("formatting the root filesystem: %w", err)
 	}
 	return lfs.Mount(dev)
 }
@@ -150,19 +163,17 @@ func isBlank(dev flash.Device) bool {
 	return bytes.Count(b, []byte{0xFF}) == len(b)
 }
 
-// firstBootProvision writes the factory image on a blank chip: bootloader,
-// partition table and application, as `mos flash` of the mosemu firmware
-// would leave them.
-func (d *Device) firstBootProvision() error {
-	if len(d.flash.UsedSectors()) != 0 {
-		return nil
-	}
-	d.log.Debug("Blank flash: writing the factory image", console.Src("mosemu", 0))
+// factoryProvision writes the factory image on a new device's flash:
+// bootloader, partition table, application and the root filesystem image,
+// as `mos flash` of the mosemu firmware would leave them. A flash erased
+// later (esptool erase_flash) stays erased: the chip then boot-loops until
+// something is flashed.
+func (d *Device) factoryProvision() error {
 	d.forgetUpdates()
 	if err := d.writeFactoryFS(); err != nil {
 		return err
 	}
-	built := time.Now()
+	built := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC) // the build fw_id names (fwID)
 	switch d.board.Arch {
 	case "esp32":
 		pt, err := partition.DefaultESP32().Marshal()
@@ -174,9 +185,9 @@ func (d *Device) firstBootProvision() error {
 			off  int64
 			data []byte
 		}{
-			{0x1000, espImage(0x40080000, 0x3F400020, "bootloader", "v4.4.4", built)},
+			{0x1000, bootloaderImage()},
 			{partition.Offset, pt},
-			{int64(app.Offset), espImage(0x40081000, 0x3F400020, AppName, FWVersion, built)},
+			{int64(app.Offset), appImage(AppName, FWVersion, built)},
 		} {
 			if _, err := d.flash.WriteAt(w.data, w.off); err != nil {
 				return err

@@ -34,7 +34,7 @@ func (d *Device) boot8266() (partition.Entry, error) {
 	if err != nil {
 		return partition.Entry{}, err
 	}
-	raw("\n ets Jan  8 2013,rst cause:2, boot mode:(3,6)\n\n")
+	d.printROMBanner(d.cause, false) // " ets Jan  8 2013,rst cause:2, boot mode:(3,6)"
 
 	// ROM: the image at 0x0 must be a v1 image with a good checksum.
 	boot, err := rboot.Check(d.flash, rboot.BootAddr, true)

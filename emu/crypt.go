@@ -5,7 +5,6 @@ import (
 	"path/filepath"
 
 	"github.com/mosemu/mosemu/efuse"
-	"github.com/mosemu/mosemu/emu/console"
 	"github.com/mosemu/mosemu/emu/flash"
 	"github.com/mosemu/mosemu/emu/flashenc"
 	"github.com/mosemu/mosemu/emu/partition"
@@ -39,67 +38,89 @@ func (d *Device) efusePath() string { return filepath.Join(d.opts.StateDir, Efus
 // key (unless one is burned already), set FLASH_CRYPT_CONFIG to 0xF,
 // encrypt the bootloader, the partition table and every app or encrypted
 // partition in place, then burn the next FLASH_CRYPT_CNT bit and protect
-// the key. Later boots find the count odd and boot normally.
-func (d *Device) bootloaderEncrypt() error {
-	if d.efuses == nil || !d.id.FlashEncryption || d.efuses.EncryptionEnabled() {
+// the key, and reset (errEncryptionDone). With encryption on it reports
+// the plaintext flashes left. Every burn is on disk before the next step,
+// as real efuses are permanent the moment they are burnt: a power cut in
+// the middle leaves the key burnt and the flash half encrypted.
+func (d *Device) bootloaderEncrypt(l *idfLog, table partition.Table) error {
+	if d.efuses == nil {
 		return nil
 	}
 	ef := d.efuses
-	log := d.log.With(console.Src("flash_encrypt.c", 60))
-	log.Info("Flash encryption is enabled in the bootloader but not yet in the efuses: encrypting flash")
-	if err := ef.GenerateKeyIfUnset(); err != nil {
-		return fmt.Errorf("boot: flash encryption: %w", err)
+	if ef.EncryptionEnabled() {
+		l.info("flash_encrypt", "flash encryption is enabled (%d plaintext flashes left)", d.plaintextFlashesLeft())
+		return nil
 	}
-	if err := ef.Burn("FLASH_CRYPT_CONFIG", 0xF); err != nil {
-		return fmt.Errorf("boot: flash encryption: %w", err)
+	if !d.id.FlashEncryption {
+		return nil
+	}
+	burn := func(f func() error) error {
+		if err := f(); err != nil {
+			return fmt.Errorf("boot: flash encryption: %w", err)
+		}
+		return ef.Save(d.efusePath())
+	}
+	if ef.FlashEncryptionKey() == [32]byte{} {
+		l.info("flash_encrypt", "Generating new flash encryption key...")
+	} else {
+		l.info("flash_encrypt", "Using pre-loaded flash encryption key in EFUSE block 1")
+	}
+	if err := burn(ef.GenerateKeyIfUnset); err != nil {
+		return err
+	}
+	if ef.FlashCryptConfig() != 0xF {
+		l.info("flash_encrypt", "Setting CRYPT_CONFIG efuse to 0xF")
+		if err := burn(func() error { return ef.Burn("FLASH_CRYPT_CONFIG", 0xF) }); err != nil {
+			return err
+		}
 	}
 	c, err := flashenc.NewCipher(ef.FlashEncryptionKey(), ef.FlashCryptConfig())
 	if err != nil {
 		return err
 	}
-	raw := make([]byte, partition.TableSize)
-	if _, err := d.flash.ReadAt(raw, partition.Offset); err != nil {
-		return err
-	}
-	table, err := partition.Parse(raw)
-	if err != nil {
-		return fmt.Errorf("boot: flash encryption: cannot read the plaintext partition table: %w", err)
-	}
 	type region struct {
 		name     string
 		off, len int64
+		blank    bool // data partitions are encrypted whole, code only where written
 	}
-	regions := []region{{"bootloader", 0x1000, 0x7000}, {"partition table", partition.Offset, partition.SectorSize}}
+	regions := []region{{"bootloader", 0x1000, 0x7000, false}, {"partition table", partition.Offset, partition.SectorSize, false}}
 	for _, p := range table {
 		if p.Type == partition.TypeApp || p.Encrypted() {
-			regions = append(regions, region{p.Label, int64(p.Offset), int64(p.Size)})
+			regions = append(regions, region{p.Label, int64(p.Offset), int64(p.Size), p.Type == partition.TypeData})
 		}
 	}
 	for i, r := range regions {
-		log.Info(fmt.Sprintf("Encrypting %s at 0x%x (0x%x bytes)", r.name, r.off, r.len))
-		// Data partitions are encrypted whole; code only where written.
-		blank := i >= 2 && isDataPartition(table, r.off)
-		if err := flashenc.EncryptInPlace(d.flash, c, r.off, r.len, blank); err != nil {
+		if d.encryptHook != nil {
+			d.encryptHook(r.name)
+		}
+		switch i {
+		case 0:
+			l.info("flash_encrypt", "Encrypting bootloader...")
+		case 1:
+			l.info("flash_encrypt", "Encrypting partition table...")
+		default:
+			l.info("flash_encrypt", "Encrypting partition %d at offset 0x%x (length 0x%x)...", i-2, r.off, r.len)
+		}
+		if err := flashenc.EncryptInPlace(d.flash, c, r.off, r.len, r.blank); err != nil {
 			return fmt.Errorf("boot: encrypting %s: %w", r.name, err)
 		}
-	}
-	if err := ef.EnableFlashEncryption(); err != nil { // next FLASH_CRYPT_CNT bit, key RD/WR protection
-		return fmt.Errorf("boot: flash encryption: %w", err)
-	}
-	if err := ef.Save(d.efusePath()); err != nil {
-		return err
-	}
-	log.Info("Flash encryption completed")
-	return nil
-}
-
-func isDataPartition(t partition.Table, off int64) bool {
-	for _, p := range t {
-		if int64(p.Offset) == off {
-			return p.Type == partition.TypeData
+		if i == 0 {
+			l.info("flash_encrypt", "bootloader encrypted successfully")
+		}
+		if i == 1 {
+			l.info("flash_encrypt", "partition table encrypted and loaded successfully")
 		}
 	}
-	return false
+	if err := d.flash.Sync(); err != nil {
+		return err
+	}
+	l.info("flash_encrypt", "Done encrypting")
+	if err := burn(ef.EnableFlashEncryption); err != nil { // next FLASH_CRYPT_CNT bit, key RD/WR protection
+		return err
+	}
+	l.info("flash_encrypt", "Flash encryption completed")
+	l.info("boot", "Resetting with flash encryption enabled...")
+	return errEncryptionDone
 }
 
 // SetBootloaderFlashEncryption marks the device's bootloader as built with

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -22,6 +23,7 @@ import (
 	"github.com/mosemu/mosemu/emu/flash"
 	"github.com/mosemu/mosemu/emu/flashenc"
 	"github.com/mosemu/mosemu/emu/observe"
+	"github.com/mosemu/mosemu/emu/romloader"
 	"github.com/mosemu/mosemu/emu/uart"
 	"github.com/mosemu/mosemu/emu/wifi"
 	"github.com/mosemu/mosemu/rpc"
@@ -69,6 +71,11 @@ type Options struct {
 	// as the real board (ESP32 1-3 s, ESP8266 7-15 s), for testing client
 	// timeouts. Off by default.
 	TLSHandshakeLatency bool
+	// BaudTiming makes the serial pty as slow as the UART's baud rate
+	// (115200 at reset, then what the host sets through the ROM loader or a
+	// flasher stub), so that tool timeouts and progress bars can be tested.
+	// Off by default: a pty is as fast as the host.
+	BaudTiming bool
 	// WiFiAPs are the access points the device's Wi-Fi sees when it scans.
 	WiFiAPs []wifi.AP
 	// Wiring, when non-nil, rewires the board (saved in the state file);
@@ -100,7 +107,17 @@ type Device struct {
 	bootErr  error
 	ctx      context.Context
 
-	downloading bool // the ROM loader owns the UART
+	// The chip: what reset it last, the boot loop, the UART receive line.
+	cause     resetCause
+	loopGen   int         // counts resets, so a stale boot-loop timer does nothing
+	loopTimer *time.Timer // next iteration of a boot loop
+	loader    *romloader.Loader
+	idle      *time.Timer  // returns an idle ROM loader to the firmware
+	uartSink  func([]byte) // the running firmware's UART0 consumer, nil if none
+	lineMu    sync.Mutex
+	lineDec   romloader.Decoder // finds SYNC frames in everything received
+
+	encryptHook func(region string) // tests: called before each first-boot encryption step
 
 	rebootMu    sync.Mutex
 	rebootDue   time.Time
@@ -114,10 +131,9 @@ type Device struct {
 
 	mqttLog *mqttLog // console over MQTT (debug.stderr_topic)
 
-	hub       *observe.Hub  // where the device reports events (inspect.go)
-	holdDL    bool          // download mode held from outside (HoldDownload)
-	powerCut  bool          // Close without flushing the serial port (PowerOff)
-	releaseDL chan struct{} // ends a held download mode
+	hub      *observe.Hub // where the device reports events (inspect.go)
+	holdDL   bool         // download mode held from outside (HoldDownload)
+	powerCut bool         // Close without flushing the serial port (PowerOff)
 
 	crashes atomic.Int64 // firmware crashes since the process started
 	bootGen atomic.Int64 // incremented on every boot
@@ -200,17 +216,26 @@ func New(opts Options) (d *Device, err error) {
 			d.log.Error("ATCA: saving state: "+err.Error(), console.Src("mosemu", 0))
 		}
 	}
-	if d.flash, err = flash.Open(filepath.Join(opts.StateDir, FlashFile), board.FlashSize); err != nil {
+	flashPath := filepath.Join(opts.StateDir, FlashFile)
+	_, statErr := os.Stat(flashPath)
+	if d.flash, err = flash.Open(flashPath, board.FlashSize); err != nil {
 		return nil, err
 	}
-	d.releaseDL = make(chan struct{}, 1)
 	d.attachObservers()
+	if errors.Is(statErr, fs.ErrNotExist) {
+		if err := d.factoryProvision(); err != nil {
+			d.flash.Close()
+			return nil, fmt.Errorf("emu: writing the factory image: %w", err)
+		}
+	}
 	if opts.Serial {
 		if d.port, err = uart.Open(); err != nil {
 			d.flash.Close()
 			return nil, fmt.Errorf("emu: opening the serial pty: %w", err)
 		}
 		d.out.AddSink(d.port)
+		d.port.SetConsumer(d.serialInput) // the line belongs to the chip
+		d.setBaud(defaultBaud)
 		if link := orDefault(opts.SerialLink, filepath.Join(opts.StateDir, SerialLinkFile)); link != "-" {
 			if err := linkSerial(link, d.port.Path()); err != nil {
 				d.port.Close()
@@ -274,10 +299,11 @@ func (d *Device) Flash() *flash.Chip { return d.flash }
 // Logger returns the device's console logger.
 func (d *Device) Logger() *slog.Logger { return d.log }
 
-// Start boots the device. A boot failure that a real board would survive in
-// a boot loop (corrupt partition table, unmountable filesystem) is logged on
-// the console and leaves the device halted but reachable through the ROM
-// loader on its serial port; Start then returns the reason.
+// Start powers the device on: the ROM boots what is in flash. When a stage
+// fails (an erased or corrupt image, a corrupt partition table, an
+// unmountable filesystem) the chip prints what the real one prints and
+// loops, reachable through the ROM loader on its serial port; Start then
+// returns the reason (a *BootError).
 func (d *Device) Start(ctx context.Context) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -285,18 +311,35 @@ func (d *Device) Start(ctx context.Context) error {
 		return errors.New("emu: device closed")
 	}
 	d.ctx = ctx
-	return d.bootLocked()
+	return d.resetLocked(resetPowerOn)
 }
 
-// Reboot restarts the firmware: connections drop, config and files reload.
+// Reboot restarts the chip as esp_restart() does (rst:0xc SW_CPU_RESET):
+// connections drop, config and files reload. In download mode it resets
+// the chip out of it, as the reset button does.
 func (d *Device) Reboot() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
 		return errors.New("emu: device closed")
 	}
-	d.stopLocked()
-	return d.bootLocked()
+	if d.loader != nil {
+		d.leaveDownloadLocked(resetSoftwareCPU, "reset")
+		return d.bootErr
+	}
+	return d.resetLocked(resetSoftwareCPU)
+}
+
+// firmwareRestart is esp_restart() called by the firmware (a scheduled
+// Sys.Reboot, the updater's revert): once a SYNC has put the chip in
+// download mode, the firmware and its timers are gone.
+func (d *Device) firmwareRestart() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed || d.loader != nil {
+		return
+	}
+	d.resetLocked(resetSoftwareCPU)
 }
 
 // BootError returns why the last boot failed, or nil.
@@ -304,6 +347,13 @@ func (d *Device) BootError() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.bootErr
+}
+
+// Booted reports whether the application (Mongoose OS) is up.
+func (d *Device) Booted() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.fw != nil
 }
 
 // Close stops the firmware and releases the state.
@@ -315,6 +365,11 @@ func (d *Device) Close() error {
 	}
 	d.closed = true
 	d.stopLocked()
+	d.cancelBootLoopLocked()
+	if d.idle != nil {
+		d.idle.Stop()
+	}
+	d.loader = nil
 	noFlush := d.powerCut
 	d.mu.Unlock()
 	if d.port != nil {
@@ -339,17 +394,62 @@ func (d *Device) stopLocked() {
 	}
 }
 
+// resetLocked resets the chip with cause and boots it.
+func (d *Device) resetLocked(cause resetCause) error {
+	d.stopLocked()
+	d.cancelBootLoopLocked()
+	d.cause = cause
+	return d.bootLocked()
+}
+
+// bootLocked boots from reset. A stage that fails as the real chip's does
+// (*BootError) schedules the next iteration of the boot loop, or halts;
+// anything else (a crash while booting, a host error) halts the device.
 func (d *Device) bootLocked() error {
-	d.bootGen.Add(1)
-	fw, err := d.bootSupervised()
-	d.bootErr = err
-	if err != nil {
-		d.log.Error(err.Error(), console.Src("mgos_init.c", 115))
-		if d.port != nil && !d.downloading { // halted: a SYNC still reaches the ROM loader
-			d.port.SetConsumer(d.uartInput(func([]byte) {}))
+	for {
+		d.bootGen.Add(1)
+		fw, err := d.bootSupervised()
+		if errors.Is(err, errEncryptionDone) {
+			d.cause = resetSoftware
+			continue
 		}
-		return err
+		if err == nil {
+			d.fw, d.bootErr = fw, nil
+			return nil
+		}
+		var f *BootError
+		if !errors.As(err, &f) {
+			d.log.Error(err.Error(), console.Src("mgos_init.c", 115))
+			f = &BootError{Stage: "firmware", Reason: err.Error(), err: err}
+		}
+		d.bootErr = f
+		if f.next != 0 {
+			d.scheduleBootLoopLocked(f.next)
+		}
+		return f
 	}
-	d.fw = fw
-	return nil
+}
+
+func (d *Device) scheduleBootLoopLocked(next resetCause) {
+	d.loopGen++
+	gen := d.loopGen
+	d.loopTimer = time.AfterFunc(bootLoopDelay, func() {
+		d.protect("boot loop", func() {
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			if d.closed || gen != d.loopGen || d.loader != nil || d.fw != nil {
+				return
+			}
+			d.cause = next
+			d.bootLocked()
+		})
+	})
+}
+
+func (d *Device) cancelBootLoopLocked() {
+	d.loopGen++
+	if d.loopTimer != nil {
+		d.loopTimer.Stop()
+		d.loopTimer = nil
+	}
 }

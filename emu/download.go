@@ -2,7 +2,8 @@ package emu
 
 import (
 	"bytes"
-	"sync"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/mosemu/mosemu/efuse"
@@ -12,8 +13,14 @@ import (
 	"github.com/mosemu/mosemu/emu/romloader"
 )
 
-// syncStart begins a ROM loader SYNC request: SLIP END, direction 0, SYNC.
-var syncStart = []byte{0xC0, 0x00, romloader.CmdSync}
+// The UART0 receive line belongs to the chip, not to the firmware. Every
+// byte the host sends goes through Device.serialInput, installed once by New
+// whatever the firmware does: it recognises a ROM loader SYNC at any time
+// (firmware running, boot failed or looping, a flasher stub running, UART RPC
+// disabled) and resets the chip into download mode, the emulated stand-in
+// for tools pulling GPIO0 low and pulsing EN with DTR/RTS, which a pty
+// cannot carry. Anything else goes to the consumer the running firmware
+// registered (its RPC channel), or nowhere.
 
 // downloadIdle is how long the ROM loader waits without input before the
 // emulated board is reset back into the firmware (a pty cannot carry the
@@ -24,53 +31,160 @@ const downloadIdle = 10 * time.Second
 // rpcHandshake is what mos sends to reach the firmware's RPC channel.
 var rpcHandshake = []byte("\"\"\"\x04\"\"\"")
 
-// uartInput routes serial input to the firmware's RPC channel until a ROM
-// loader SYNC arrives, which resets the chip into download mode (the
-// emulated equivalent of tools pulling GPIO0 low with DTR/RTS).
-func (d *Device) uartInput(feed func([]byte)) func([]byte) {
-	var tail []byte
-	return func(b []byte) {
-		buf := append(tail, b...)
-		if i := bytes.Index(buf, syncStart); i >= 0 {
-			tail = nil
-			// From this byte on, input belongs to the ROM loader: hold it
-			// until the loader is attached so nothing reaches the firmware.
-			in := &heldInput{buf: append([]byte(nil), buf[i:]...)}
-			d.port.SetConsumer(in.feed)
-			go d.enterDownload(in)
-			return
+// isSyncRequest reports whether a SLIP frame is a ROM loader SYNC request:
+// direction 0, command 0x08, 36 bytes of data starting 07 07 12 20 (tools
+// send 32 × 0x55 after it; the magic is what identifies the request).
+func isSyncRequest(f []byte) bool {
+	return len(f) == 8+36 && f[0] == 0x00 && f[1] == romloader.CmdSync && f[2] == 36 && f[3] == 0 &&
+		bytes.HasPrefix(f[8:], []byte{0x07, 0x07, 0x12, 0x20})
+}
+
+// serialInput is the chip's UART0 receiver (the port's only consumer). It
+// runs under the device's supervisor: a panic is this device's crash.
+func (d *Device) serialInput(b []byte) {
+	var sink func([]byte)
+	d.protect("UART0 RX", func() { sink = d.routeInput(b) })
+	if sink != nil {
+		sink(b) // the firmware's channel, supervised on its own
+	}
+}
+
+// routeInput finds a SYNC, feeds the ROM loader in download mode, and
+// otherwise returns the firmware's consumer for b (nil: nobody listens).
+func (d *Device) routeInput(b []byte) func([]byte) {
+	// Find a SYNC frame: whole frames only, so that a READ_FLASH ack or a
+	// data frame starting with 00 08 is never taken for one.
+	syncEnd := -1
+	var syncFrame []byte
+	d.lineMu.Lock()
+	for i, c := range b {
+		if f, ok := d.lineDec.Step(c); ok && isSyncRequest(f) {
+			syncEnd, syncFrame = i, f
 		}
-		tail = append([]byte(nil), buf[max(0, len(buf)-2):]...)
-		feed(b)
+	}
+	d.lineMu.Unlock()
+
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch {
+	case d.closed:
+	case d.loader != nil: // download mode
+		if syncEnd >= 0 && d.loader.StubRunning() {
+			// The host resets a chip running a flasher stub: back to the ROM.
+			d.romResetLocked(resetPowerOn)
+			b = append(romloader.Encode(syncFrame), b[syncEnd+1:]...)
+		}
+		d.feedLoaderLocked(b)
+	case syncEnd < 0:
+		return d.uartSink
+	default:
+		d.enterDownloadLocked()
+		d.feedLoaderLocked(append(romloader.Encode(syncFrame), b[syncEnd+1:]...))
+	}
+	return nil
+}
+
+// enterDownloadLocked resets the chip with GPIO0 low: whatever ran stops and
+// the ROM loader owns the UART.
+func (d *Device) enterDownloadLocked() {
+	d.stopLocked()
+	d.cancelBootLoopLocked()
+	d.port.SetSoftwareFlowControl(false) // SLIP data contains 0x11/0x13
+	d.romResetLocked(resetPowerOn)
+	d.idle = time.AfterFunc(downloadIdle, d.downloadIdleExpired)
+}
+
+// romResetLocked starts a fresh ROM loader session and prints what the ROM
+// prints when strapped for download.
+func (d *Device) romResetLocked(cause resetCause) {
+	d.setBaud(defaultBaud)
+	d.printROMBanner(cause, true)
+	d.loader = romloader.New(loaderTarget{d}, d.port)
+}
+
+// feedLoaderLocked hands input to the ROM loader and leaves download mode
+// when the loader exits or mos asks for the firmware's RPC channel.
+func (d *Device) feedLoaderLocked(b []byte) {
+	if d.idle != nil {
+		d.idle.Reset(downloadIdle)
+	}
+	ex, done := d.loader.Feed(b)
+	switch {
+	case done && (ex == romloader.ExitResetToROM || d.holdDL): // GPIO0 held low: the ROM again
+		d.romResetLocked(resetSoftwareCPU)
+	case done && ex == romloader.ExitReboot:
+		d.leaveDownloadLocked(resetSoftwareCPU, "reboot requested")
+	case done:
+		d.leaveDownloadLocked(resetPowerOn, "running user code")
+	case !d.holdDL && !d.loader.StubRunning() && bytes.Contains(b, rpcHandshake): // (a stub's data may hold anything)
+		d.leaveDownloadLocked(resetPowerOn, "RPC handshake")
 	}
 }
 
-// heldInput queues serial input until a consumer is attached.
-type heldInput struct {
-	mu   sync.Mutex
-	buf  []byte
-	sink func([]byte)
+// downloadIdleExpired returns an idle ROM loader to the firmware, unless
+// the download mode is held (HoldDownload).
+func (d *Device) downloadIdleExpired() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.loader != nil && !d.closed && !d.holdDL {
+		d.leaveDownloadLocked(resetPowerOn, "idle")
+	}
 }
 
-func (h *heldInput) feed(b []byte) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.sink != nil {
-		h.sink(b)
-		return
+// HoldDownload holds the chip in the ROM loader (as holding GPIO0 low
+// through a reset does) until released: the firmware stops and the serial
+// port answers esptool only; resets (FLASH_END, a stub's reboot, the idle
+// return) land in the ROM loader again. HoldDownload(false) releases it
+// and the firmware boots again. It needs the serial port.
+func (d *Device) HoldDownload(on bool) error {
+	if d.port == nil {
+		return errors.New("emu: the device has no serial port")
 	}
-	h.buf = append(h.buf, b...)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return errors.New("emu: device closed")
+	}
+	d.holdDL = on
+	switch {
+	case on && d.loader == nil:
+		d.enterDownloadLocked()
+	case !on && d.loader != nil:
+		d.leaveDownloadLocked(resetPowerOn, "released")
+	}
+	return nil
 }
 
-// attach hands the queued bytes, then every later byte, to sink.
-func (h *heldInput) attach(sink func([]byte)) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.sink = sink
-	if len(h.buf) > 0 {
-		sink(h.buf)
-		h.buf = nil
+// leaveDownloadLocked resets the chip out of download mode and boots.
+func (d *Device) leaveDownloadLocked(cause resetCause, why string) {
+	if d.idle != nil {
+		d.idle.Stop()
+		d.idle = nil
 	}
+	d.loader = nil
+	d.setBaud(defaultBaud)
+	d.log.Debug("Leaving download mode: "+why, console.Src("mosemu", 0))
+	d.resetLocked(cause)
+}
+
+// defaultBaud is the UART rate of the ROM and of Mongoose OS after reset.
+const defaultBaud = 115200
+
+// setBaud paces the pty at baud when Options.BaudTiming is on.
+func (d *Device) setBaud(baud int) {
+	if d.opts.BaudTiming && d.port != nil {
+		d.port.SetBaud(baud)
+	}
+}
+
+// SetBaud implements romloader.BaudSetter.
+func (t loaderTarget) SetBaud(baud int) { t.d.setBaud(baud) }
+
+// InDownloadMode reports whether the ROM loader owns the UART.
+func (d *Device) InDownloadMode() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.loader != nil
 }
 
 // loaderTarget is the chip as the ROM loader sees it.
@@ -116,73 +230,21 @@ func (t loaderTarget) ReadReg(addr uint32) (uint32, bool) {
 	return 0, false
 }
 
+// WriteReg reaches the efuse controller. Only a program command that burns
+// bits touches the disk (real efuses are permanent the moment they are
+// burnt); register writes and reads stay in memory.
 func (t loaderTarget) WriteReg(addr, v uint32) bool {
-	if t.d.efuses == nil || !t.d.efuses.WriteReg(addr, v) {
+	if t.d.efuses == nil {
 		return false
 	}
-	if addr == efuse.BaseAPB+0x104 || addr == efuse.BaseAHB+0x104 { // CMD: a burn may have happened
-		t.d.efuses.Save(t.d.efusePath())
+	burnt, ok := t.d.efuses.WriteRegBurn(addr, v)
+	if !ok {
+		return false
+	}
+	if burnt {
+		if err := t.d.efuses.Save(t.d.efusePath()); err != nil {
+			t.d.log.Error(fmt.Sprintf("efuse: saving %s: %v", EfuseFile, err), console.Src("mosemu", 0))
+		}
 	}
 	return true
-}
-
-func (d *Device) heldInDownload() bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.holdDL
-}
-
-// enterDownload stops the firmware and runs the ROM loader on the UART
-// until it exits or goes idle, then boots the firmware again.
-func (d *Device) enterDownload(in *heldInput) {
-	d.mu.Lock()
-	if d.closed || d.port == nil || d.downloading {
-		d.mu.Unlock()
-		return
-	}
-	d.downloading = true
-	d.stopLocked()
-	d.mu.Unlock()
-
-	port := d.port
-	port.SetSoftwareFlowControl(false) // SLIP data contains 0x11/0x13
-	l := romloader.New(loaderTarget{d}, port)
-	var once sync.Once
-	done := make(chan struct{})
-	activity := make(chan struct{}, 1)
-	feed := func(b []byte) {
-		select {
-		case activity <- struct{}{}:
-		default:
-		}
-		if _, ok := l.Feed(b); ok || bytes.Contains(b, rpcHandshake) {
-			once.Do(func() { close(done) })
-		}
-	}
-	in.attach(feed)
-	for idle := time.NewTimer(downloadIdle); ; {
-		select {
-		case <-done:
-		case <-activity:
-			idle.Reset(downloadIdle)
-			continue
-		case <-idle.C:
-			if d.heldInDownload() {
-				idle.Reset(downloadIdle)
-				continue
-			}
-		case <-d.releaseDL:
-		}
-		break
-	}
-	port.SetConsumer(nil)
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.downloading = false
-	d.holdDL = false
-	if d.closed {
-		return
-	}
-	d.log.Debug("Leaving download mode", console.Src("mosemu", 0))
-	d.bootLocked()
 }

@@ -76,11 +76,9 @@ func (d *Device) startFirmware(fw *firmware) error {
 		u := &rpc.UARTChannel{Out: d.port, Handler: disp, Log: d.log, Info: "UART0",
 			MaxFrame: func() int { return fw.cfg.Get().Int("rpc.max_frame_size") }}
 		d.port.SetSoftwareFlowControl(cfg.Int("rpc.uart.fc_type") == 2)
-		d.port.SetConsumer(d.uartInput(d.protected("UART0 RX", u.Feed)))
+		d.uartSink = d.protected("UART0 RX", u.Feed) // the chip's UART hands it what is not for the ROM (boot runs under d.mu)
 		fw.onStop(func() {
-			if !d.downloading { // entering download mode: input now goes to the ROM loader
-				d.port.SetConsumer(nil)
-			}
+			d.uartSink = nil
 			u.Close()
 		})
 		d.log.Info("0x3ffb2e40 UART0", console.Src("mgos_rpc_channel_uart.c", 238))

@@ -99,7 +99,7 @@ func (d *Device) Running() bool {
 func (d *Device) Downloading() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.downloading
+	return d.loader != nil
 }
 
 // FS returns the running firmware's root filesystem, or nil.
@@ -168,33 +168,6 @@ func (d *Device) PartitionTable() partition.Table {
 
 // ATCA returns the ATECC608A on the device's I2C bus.
 func (d *Device) ATCA() *atca.Chip { return d.chip }
-
-// HoldDownload holds the chip in the ROM loader (as holding GPIO0 low
-// through a reset does) until released: the firmware stops and the serial
-// port answers esptool only. HoldDownload(false) releases it and the
-// firmware boots again. It needs the serial port.
-func (d *Device) HoldDownload(on bool) error {
-	if d.port == nil {
-		return errors.New("emu: the device has no serial port")
-	}
-	d.mu.Lock()
-	d.holdDL = on
-	downloading := d.downloading
-	d.mu.Unlock()
-	if !on && downloading {
-		select {
-		case d.releaseDL <- struct{}{}:
-		default:
-		}
-		return nil
-	}
-	if on && !downloading {
-		in := &heldInput{}
-		d.port.SetConsumer(in.feed)
-		go d.enterDownload(in)
-	}
-	return nil
-}
 
 // PowerOff cuts the power: the firmware stops where it is, nothing queued
 // on the serial port is flushed, and the state is what was on flash and in

@@ -44,7 +44,7 @@ func (d *Device) ScheduleReboot(delay time.Duration) {
 			d.rebootTimer, d.rebootDue = nil, time.Time{}
 			d.rebootMu.Unlock()
 			if d.bootGen.Load() == gen {
-				d.Reboot()
+				d.firmwareRestart()
 			}
 		})
 	})

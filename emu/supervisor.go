@@ -93,8 +93,7 @@ func (d *Device) crash(where string, v any, stack []byte) {
 		if d.closed || d.fw == nil || d.bootGen.Load() != gen {
 			return // halted, closed, or already rebooted (another crash of the same boot)
 		}
-		d.stopLocked()
-		d.bootLocked()
+		d.resetLocked(resetSoftwareCPU) // rst:0xc (SW_CPU_RESET), as after a panic
 	})
 }
 

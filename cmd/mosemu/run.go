@@ -68,19 +68,22 @@ The console log is mirrored to stderr unless --quiet.`,
 			}
 			defer seat.Close()
 			d := seat.Device()
-			if err := d.Start(ctx); err != nil {
-				if errors.Is(err, emu.ErrHostBind) {
-					return fmt.Errorf("the device cannot start: %w", err)
-				}
-				fmt.Fprintf(os.Stderr, "mosemu: boot failed: %v (the ROM loader still answers on %s)\n", err, d.SerialPath())
+			bootErr := d.Start(ctx)
+			if errors.Is(bootErr, emu.ErrHostBind) {
+				return fmt.Errorf("the device cannot start: %w", bootErr)
 			}
 			if opts.FlashEncryption && !d.Identity().FlashEncryption {
 				if err := d.SetBootloaderFlashEncryption(true); err != nil {
 					return err
 				}
-				d.Reboot()
+				bootErr = d.Reboot()
 			}
-			printWhere(d, time.Since(start))
+			if bootErr != nil {
+				printNotBooted(d, bootErr)
+				go announceWhenUp(ctx, d, start)
+			} else {
+				printWhere(d, time.Since(start))
+			}
 			if lo.ui != "" {
 				ui, err := startUI(seat, lo)
 				if err != nil {
@@ -99,6 +102,7 @@ The console log is mirrored to stderr unless --quiet.`,
 	f.StringVar(&opts.HTTPAddr, "http", "127.0.0.1:8080", "host address of the device's HTTP server (port 0 picks one)")
 	f.BoolVar(&opts.FlashEncryption, "flash-encryption", false, "new device: bootloader built with flash encryption (first boot encrypts and burns efuses)")
 	f.BoolVarP(&quiet, "quiet", "q", false, "do not mirror the console log to stderr")
+	f.BoolVar(&opts.BaudTiming, "baud-timing", false, "make the serial pty as slow as the baud rate the host set (115200 at reset; CHANGE_BAUDRATE and flasher stubs honoured)")
 	f.BoolVar(&opts.TLSHandshakeLatency, "tls-latency", false, "answer TLS handshakes as slowly as the real board (ESP32 1-3 s, ESP8266 7-15 s)")
 	f.BoolVar(&opts.TLSDynamicBuffers, "mbedtls-dynamic-buffers", false, fmt.Sprintf("model mbedTLS with the dynamic-buffer patch (~%d KiB per idle TLS connection instead of ~%d KiB)", devtls.CostTLSDynamic>>10, devtls.CostTLSStatic>>10))
 	f.BoolVar(&broker, "broker", true, "connect the device to an MQTT broker at --broker-addr: the one already there (e.g. another mosemu's), else an embedded one (unless its config names another mqtt.server)")
@@ -110,6 +114,33 @@ The console log is mirrored to stderr unless --quiet.`,
 	f.StringArrayVar(&wires, "wire", nil, "wire a part to the board's GPIOs, kept in the state: atecc608a:sda=12,scl=14,addr=0x60 or atecc608a:none (default: ESP8266 SDA 12/SCL 14, ESP32 SDA 32/SCL 33, at 0x60)")
 	lo.flags(f)
 	return c
+}
+
+// printNotBooted says why the app did not come up and where the ROM
+// loader answers (the chip keeps resetting until something is flashed).
+func printNotBooted(d *emu.Device, err error) {
+	fmt.Printf("mosemu: %s device did not boot: %v\n", d.Identity().Arch, err)
+	if p := d.SerialPath(); p != "" {
+		fmt.Printf("  ROM loader (download mode, any time): esptool.py --port %s --before no_reset flash_id\n", p)
+		fmt.Printf("  Re-flash: mos flash --port %s <firmware.zip>\n", p)
+	}
+}
+
+// announceWhenUp prints where to connect once a re-flashed device boots.
+func announceWhenUp(ctx context.Context, d *emu.Device, start time.Time) {
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if d.Booted() {
+				printWhere(d, time.Since(start))
+				return
+			}
+		}
+	}
 }
 
 func printWhere(d *emu.Device, took time.Duration) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/zlib"
 	"crypto/md5"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"io"
@@ -24,11 +25,23 @@ const (
 	CmdReadReg       = 0x0A
 	CmdSPISetParams  = 0x0B
 	CmdSPIAttach     = 0x0D
+	CmdReadFlashSlow = 0x0E
 	CmdChangeBaud    = 0x0F
 	CmdFlashDeflBeg  = 0x10
 	CmdFlashDeflData = 0x11
 	CmdFlashDeflEnd  = 0x12
 	CmdSPIFlashMD5   = 0x13
+)
+
+// Error codes of the esptool flasher stub (stub_flasher.h).
+const (
+	stubErrBadDataLen     = 0xC0
+	stubErrBadChecksum    = 0xC1
+	stubErrSPIOp          = 0xC4
+	stubErrNotInFlashMode = 0xC6
+	stubErrInflate        = 0xC7
+	stubErrTooMuchData    = 0xC9
+	stubErrNotImplemented = 0xFF
 )
 
 // ROM error codes.
@@ -64,6 +77,19 @@ type Target interface {
 	WriteReg(addr, v uint32) bool
 }
 
+// BaudSetter is implemented by targets whose UART models the baud rate:
+// the loader calls SetBaud when the host changes it (CHANGE_BAUDRATE, the
+// mos stub's start-up parameters).
+type BaudSetter interface {
+	SetBaud(baud int)
+}
+
+func (l *Loader) setBaud(baud uint32) {
+	if s, ok := l.t.(BaudSetter); ok && baud > 0 {
+		s.SetBaud(int(baud))
+	}
+}
+
 // Exit says why the loader handed the UART back.
 type Exit int
 
@@ -71,7 +97,7 @@ type Exit int
 const (
 	ExitRunUserCode Exit = iota // FLASH_END/MEM_END asked to run the firmware
 	ExitReboot                  // FLASH_END asked for a reboot
-	ExitStub                    // a flasher stub was uploaded and started (not emulated yet)
+	ExitResetToROM              // a stub reset the chip, which stays in download mode
 )
 
 // Loader is one download-mode session.
@@ -91,9 +117,11 @@ type Loader struct {
 	written   uint32
 	inflater  *inflater
 
-	mem  map[uint32]int // MEM_BEGIN address -> size, to recognise stubs
-	stub *mosStub       // the emulated mos flasher stub once it runs
-	hung bool           // MEM_END jumped to memory holding no code
+	mem       map[uint32]int // MEM_BEGIN address -> size, to recognise stubs
+	memAddr   uint32         // address of the current MEM_BEGIN
+	memParams []byte         // the last 8-byte MEM block (mos stub: ROM and flasher baud)
+	stub      *mosStub       // the emulated mos flasher stub once it runs
+	hung      bool           // MEM_END jumped to memory holding no code
 
 	esptoolStub bool         // the esptool flasher stub runs ("OHAI" sent)
 	dst         flash.Device // destination of the current flash write
@@ -203,6 +231,10 @@ func (l *Loader) Feed(p []byte) (Exit, bool) {
 	return 0, false
 }
 
+// StubRunning reports whether a flasher stub (mos's or esptool's) has been
+// uploaded and started: the ROM no longer answers, the stub does.
+func (l *Loader) StubRunning() bool { return l.stub != nil || l.esptoolStub }
+
 func (l *Loader) reply(cmd byte, value uint32, data []byte, status, errCode byte) {
 	body := append(append([]byte(nil), data...), status, errCode)
 	if l.t.ESP32() && !l.esptoolStub {
@@ -218,6 +250,14 @@ func (l *Loader) reply(cmd byte, value uint32, data []byte, status, errCode byte
 func (l *Loader) ok(cmd byte, value uint32, data []byte) { l.reply(cmd, value, data, 0, 0) }
 func (l *Loader) fail(cmd byte, code byte)               { l.reply(cmd, 0, nil, 1, code) }
 
+// failAs fails with the ROM's error code, or the stub's when a stub runs.
+func (l *Loader) failAs(cmd, rom, stub byte) {
+	if l.esptoolStub {
+		rom = stub
+	}
+	l.fail(cmd, rom)
+}
+
 func le(b []byte, i int) uint32 { return binary.LittleEndian.Uint32(b[4*i:]) }
 
 func (l *Loader) handle(f []byte) (Exit, bool) {
@@ -229,12 +269,12 @@ func (l *Loader) handle(f []byte) (Exit, bool) {
 	sum := binary.LittleEndian.Uint32(f[4:])
 	data := f[8:]
 	if size != len(data) {
-		l.fail(cmd, errInvalidMsg)
+		l.failAs(cmd, errInvalidMsg, stubErrBadDataLen)
 		return 0, false
 	}
 	words := func(n int) bool {
 		if len(data) < 4*n {
-			l.fail(cmd, errInvalidMsg)
+			l.failAs(cmd, errInvalidMsg, stubErrBadDataLen)
 			return false
 		}
 		return true
@@ -242,7 +282,7 @@ func (l *Loader) handle(f []byte) (Exit, bool) {
 	switch cmd {
 	case CmdSync:
 		if len(data) != 36 || !bytes.Equal(data[:4], []byte{0x07, 0x07, 0x12, 0x20}) {
-			l.fail(cmd, errInvalidMsg)
+			l.failAs(cmd, errInvalidMsg, stubErrBadDataLen)
 			return 0, false
 		}
 		v := uint32(syncValue)
@@ -265,8 +305,13 @@ func (l *Loader) handle(f []byte) (Exit, bool) {
 			l.writeReg(addr, v)
 			l.ok(cmd, 0, nil)
 		}
-	case CmdSPIAttach, CmdSPISetParams, CmdChangeBaud:
+	case CmdSPIAttach, CmdSPISetParams:
 		l.ok(cmd, 0, nil)
+	case CmdChangeBaud: // the reply goes out at the old rate, then the UART switches
+		if words(1) {
+			l.ok(cmd, 0, nil)
+			l.setBaud(le(data, 0))
+		}
 	case CmdFlashBegin, CmdFlashDeflBeg:
 		if !words(4) {
 			return 0, false
@@ -291,6 +336,9 @@ func (l *Loader) handle(f []byte) (Exit, bool) {
 				return 0, false
 			}
 		}
+		if !l.t.ESP32() && !l.esptoolStub && end <= l.t.Flash().Size() {
+			end = min(start+esp8266ROMEraseLen(off, eraseSize), l.t.Flash().Size())
+		}
 		if end > l.t.Flash().Size() || eraseSize == 0 && blocks == 0 {
 			if eraseSize == 0 && blocks == 0 { // esptool's run(): FLASH_BEGIN(0,0)
 				l.ok(cmd, 0, nil)
@@ -300,26 +348,41 @@ func (l *Loader) handle(f []byte) (Exit, bool) {
 			return 0, false
 		}
 		if err := l.t.Flash().Erase(start, end-start); err != nil {
-			l.fail(cmd, errFlashWrite)
+			l.failAs(cmd, errFlashWrite, stubErrSPIOp)
 			return 0, false
 		}
 		if l.deflate {
 			l.inflater = l.startInflater(int64(off))
 		}
 		l.ok(cmd, 0, nil)
-	case CmdFlashData, CmdFlashDeflData:
-		if !l.writing || !words(4) {
-			l.fail(cmd, errInvalidParam)
+	case CmdFlashData, CmdFlashDeflData, CmdFlashEncData:
+		if cmd == CmdFlashEncData && !l.esptoolStub {
+			l.fail(cmd, errInvalidMsg)
+			return 0, false
+		}
+		if !words(4) {
+			return 0, false
+		}
+		if !l.writing {
+			l.failAs(cmd, errInvalidParam, stubErrNotInFlashMode)
 			return 0, false
 		}
 		n, seq := le(data, 0), le(data, 1)
 		payload := data[16:]
-		if int(n) != len(payload) || seq != l.nextSeq {
+		if int(n) != len(payload) {
+			l.failAs(cmd, errInvalidParam, stubErrBadDataLen)
+			return 0, false
+		}
+		if seq != l.nextSeq && !l.esptoolStub { // the stub does not check the sequence
 			l.fail(cmd, errInvalidParam)
 			return 0, false
 		}
 		if checksum(payload) != sum&0xFF {
-			l.fail(cmd, errChecksum)
+			l.failAs(cmd, errChecksum, stubErrBadChecksum)
+			return 0, false
+		}
+		if uint64(l.written)+uint64(len(payload)) > uint64(l.flashSize) && l.esptoolStub && cmd != CmdFlashDeflData {
+			l.fail(cmd, stubErrTooMuchData)
 			return 0, false
 		}
 		l.nextSeq++
@@ -329,14 +392,21 @@ func (l *Loader) handle(f []byte) (Exit, bool) {
 				return 0, false
 			}
 			if _, err := l.inflater.pw.Write(payload); err != nil {
-				l.fail(cmd, errDeflate)
+				l.failAs(cmd, errDeflate, stubErrInflate)
 				return 0, false
 			}
 			l.ok(cmd, 0, nil)
 			return 0, false
 		}
-		if _, err := l.dst.WriteAt(payload, int64(l.flashAddr)+int64(l.written)); err != nil {
-			l.fail(cmd, errFlashWrite)
+		dst := l.dst
+		if cmd == CmdFlashEncData { // FLASH_ENCRYPT_DATA: through the encryption engine
+			if dst = l.t.EncryptedFlash(); dst == nil {
+				l.fail(cmd, stubErrSPIOp)
+				return 0, false
+			}
+		}
+		if _, err := dst.WriteAt(payload, int64(l.flashAddr)+int64(l.written)); err != nil {
+			l.failAs(cmd, errFlashWrite, stubErrSPIOp)
 			return 0, false
 		}
 		l.written += uint32(len(payload))
@@ -347,19 +417,40 @@ func (l *Loader) handle(f []byte) (Exit, bool) {
 			err := l.inflater.finish()
 			l.inflater = nil
 			if err != nil {
-				l.fail(cmd, errDeflate)
+				l.failAs(cmd, errDeflate, stubErrInflate)
 				return 0, false
 			}
 		}
 		l.ok(cmd, 0, nil)
 		if len(data) >= 4 {
 			switch {
+			case le(data, 0) == 0 && l.esptoolStub:
+				// esptool --after no_reset: the stub's reset reloads the ROM loader.
+				return ExitResetToROM, true
 			case le(data, 0) == 0:
 				return ExitReboot, true
 			case !l.esptoolStub: // the ROM jumps to the app; a stub stays
 				return ExitRunUserCode, true
 			}
 		}
+	case CmdReadFlashSlow:
+		// ROM only (esptool --no-stub read_flash): at most 64 bytes per
+		// command, always answered with a 64-byte block.
+		if l.esptoolStub {
+			l.fail(cmd, stubErrNotImplemented)
+			return 0, false
+		}
+		if !words(2) {
+			return 0, false
+		}
+		addr, n := le(data, 0), le(data, 1)
+		if n > 64 || int64(addr)+64 > l.t.Flash().Size() {
+			l.fail(cmd, errInvalidParam)
+			return 0, false
+		}
+		b := make([]byte, 64)
+		l.t.Flash().ReadAt(b, int64(addr))
+		l.ok(cmd, 0, b)
 	case CmdSPIFlashMD5:
 		if !words(2) {
 			return 0, false
@@ -389,8 +480,12 @@ func (l *Loader) handle(f []byte) (Exit, bool) {
 			l.mem = map[uint32]int{}
 		}
 		l.mem[le(data, 3)] = int(le(data, 0))
+		l.memAddr = le(data, 3)
 		l.ok(cmd, 0, nil)
 	case CmdMemData:
+		if len(data) == 16+8 && l.mem[l.memAddr] == 8 {
+			l.memParams = append([]byte(nil), data[16:]...)
+		}
 		l.ok(cmd, 0, nil)
 	case CmdMemEnd:
 		l.ok(cmd, 0, nil)
@@ -405,7 +500,7 @@ func (l *Loader) handle(f []byte) (Exit, bool) {
 		return l.stubCommand(cmd, data)
 	default:
 		if l.esptoolStub {
-			l.fail(cmd, 0xFF)
+			l.fail(cmd, stubErrNotImplemented)
 		} else {
 			l.fail(cmd, errInvalidMsg)
 		}
@@ -415,10 +510,11 @@ func (l *Loader) handle(f []byte) (Exit, bool) {
 
 // Commands only the esptool stub has.
 const (
-	CmdEraseFlash  = 0xD0
-	CmdEraseRegion = 0xD1
-	CmdReadFlash   = 0xD2
-	CmdRunUserCode = 0xD3
+	CmdEraseFlash   = 0xD0
+	CmdEraseRegion  = 0xD1
+	CmdReadFlash    = 0xD2
+	CmdRunUserCode  = 0xD3
+	CmdFlashEncData = 0xD4 // FLASH_ENCRYPT_DATA of the legacy esptool stub
 )
 
 func (l *Loader) stubCommand(cmd byte, data []byte) (Exit, bool) {
@@ -479,6 +575,20 @@ func (l *Loader) readAck(f []byte) {
 	l.readPump()
 }
 
+// esp8266ROMEraseLen is how much the ESP8266 ROM's FLASH_BEGIN erases for
+// size bytes at off: its SPIEraseArea counts the sectors up to the next
+// 64 KiB block twice, erasing n + min(head, n) sectors for n requested
+// (n = whole sectors of size, head = sectors left in the first block).
+// esptool's get_erase_size() sends the size that makes this come out
+// exact; a client that does not compensate loses the sectors after its
+// data, as on the real chip.
+func esp8266ROMEraseLen(off, size uint32) int64 {
+	const sectorsPerBlock = 16
+	n := (int64(size) + flash.SectorSize - 1) / flash.SectorSize
+	head := sectorsPerBlock - int64(off/flash.SectorSize)%sectorsPerBlock
+	return (n + min(head, n)) * flash.SectorSize
+}
+
 func checksum(p []byte) uint32 {
 	c := byte(0xEF)
 	for _, b := range p {
@@ -504,8 +614,36 @@ func (l *Loader) readReg(addr uint32) uint32 {
 		return 52_000_000 / 115200
 	case 0x3FF6607C: // APB_CTL_DATE: bit 31 clear (not revision 3)
 		return 0x16042000
+	case 0x3FF5F06C: // RTCCALICFG1: 8 MHz clock calibration, ROM clock ≈ 40 MHz with CK8M 0x60
+		if l.t.ESP32() {
+			return 1067 << 7
+		}
 	}
-	return l.regs[addr]
+	if v, ok := l.regs[addr]; ok {
+		return v
+	}
+	if romWord, ok := l.romContent(addr); ok {
+		return romWord
+	}
+	return 0
+}
+
+// romContent is what the mask ROM holds at addr. The real ROM images are
+// not public: the loader returns stable stand-in words (a hash of the
+// address), the same on every read and every device, so tools that read
+// ROM memory (esptool read_mem, dump_mem) get consistent, plausible data.
+// ESP32: internal ROM 0 at 0x40000000-0x4005FFFF and its data alias
+// 0x3FF90000-0x3FF9FFFF; ESP8266: 0x40000000-0x4000FFFF.
+func (l *Loader) romContent(addr uint32) (uint32, bool) {
+	in := addr >= 0x40000000 && addr < 0x40010000
+	if l.t.ESP32() {
+		in = addr >= 0x40000000 && addr < 0x40060000 || addr >= 0x3FF90000 && addr < 0x3FFA0000
+	}
+	if !in {
+		return 0, false
+	}
+	h := sha256.Sum256(binary.LittleEndian.AppendUint32([]byte("mosemu mask rom "), addr&^3))
+	return binary.LittleEndian.Uint32(h[:]), true
 }
 
 func (l *Loader) writeReg(addr, v uint32) {

@@ -61,6 +61,9 @@ type mosStub struct {
 // the stub, it announces the previous UART divider in one frame.
 func (l *Loader) startMosStub() {
 	l.stub = &mosStub{l: l}
+	if len(l.memParams) == 8 { // the stub switches to the flasher baud rate first
+		l.setBaud(binary.LittleEndian.Uint32(l.memParams[4:]))
+	}
 	l.out.Write(Encode(binary.LittleEndian.AppendUint32(nil, romUARTDivider(l.t.ESP32()))))
 }
 

@@ -34,38 +34,46 @@ const MaxFrame = 0x4000 + 64
 func (d *Decoder) Feed(p []byte) [][]byte {
 	var out [][]byte
 	for _, c := range p {
-		if c == slipEnd {
-			if d.in && len(d.frame) > 0 && !d.bad {
-				out = append(out, d.frame)
-			}
-			d.in, d.esc, d.bad, d.frame = true, false, false, nil
-			continue
+		if f, ok := d.Step(c); ok {
+			out = append(out, f)
 		}
-		if !d.in {
-			continue
-		}
-		switch {
-		case d.esc:
-			d.esc = false
-			switch c {
-			case slipEscEnd:
-				c = slipEnd
-			case slipEscEsc:
-				c = slipEsc
-			default:
-				d.bad = true
-			}
-		case c == slipEsc:
-			d.esc = true
-			continue
-		}
-		if len(d.frame) >= MaxFrame {
-			d.bad = true
-			continue
-		}
-		d.frame = append(d.frame, c)
 	}
 	return out
+}
+
+// Step consumes one byte; ok is true when it ends a complete frame.
+func (d *Decoder) Step(c byte) (frame []byte, ok bool) {
+	if c == slipEnd {
+		if d.in && len(d.frame) > 0 && !d.bad {
+			frame, ok = d.frame, true
+		}
+		d.in, d.esc, d.bad, d.frame = true, false, false, nil
+		return frame, ok
+	}
+	if !d.in {
+		return nil, false
+	}
+	switch {
+	case d.esc:
+		d.esc = false
+		switch c {
+		case slipEscEnd:
+			c = slipEnd
+		case slipEscEsc:
+			c = slipEsc
+		default:
+			d.bad = true
+		}
+	case c == slipEsc:
+		d.esc = true
+		return nil, false
+	}
+	if len(d.frame) >= MaxFrame {
+		d.bad = true
+		return nil, false
+	}
+	d.frame = append(d.frame, c)
+	return nil, false
 }
 
 // Encode wraps p in a SLIP frame.

@@ -45,6 +45,7 @@ type Port struct {
 	swFlow   bool // XON/XOFF honoured
 	closed   bool
 	consumer func([]byte)
+	baud     int // with baud timing: bits per second both ways, else 0
 
 	done chan struct{}
 }
@@ -112,6 +113,25 @@ func (p *Port) SetSoftwareFlowControl(on bool) {
 	p.mu.Unlock()
 }
 
+// SetBaud makes the port as slow as a UART at baud (10 bits per byte, both
+// directions); 0 turns the pacing off (a pty is otherwise as fast as the
+// host). It applies from the next chunk on.
+func (p *Port) SetBaud(baud int) {
+	p.mu.Lock()
+	p.baud = max(baud, 0)
+	p.mu.Unlock()
+}
+
+// pace sleeps as long as n bytes take on the wire at the current baud rate.
+func (p *Port) pace(n int) {
+	p.mu.Lock()
+	baud := p.baud
+	p.mu.Unlock()
+	if baud > 0 && n > 0 {
+		time.Sleep(time.Duration(n) * 10 * time.Second / time.Duration(baud))
+	}
+}
+
 // SetConsumer sets the function that receives input bytes (nil drops them).
 // The slice is only valid during the call.
 func (p *Port) SetConsumer(f func([]byte)) {
@@ -166,6 +186,7 @@ func (p *Port) writer() {
 		}
 		b := p.queue[0]
 		p.mu.Unlock()
+		p.pace(len(b))
 
 		for len(b) > 0 {
 			p.master.SetWriteDeadline(time.Now().Add(dropAfter))
@@ -191,6 +212,7 @@ func (p *Port) reader() {
 	for {
 		n, err := p.master.Read(buf)
 		if n > 0 {
+			p.pace(n)
 			p.deliver(buf[:n])
 		}
 		if err != nil {

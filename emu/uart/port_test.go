@@ -110,3 +110,51 @@ func readFull(f *os.File, b []byte) (int, error) {
 	}
 	return n, nil
 }
+
+// TestBaudTiming: with a baud rate set, the port takes as long as a UART
+// would (10 bits per byte) in both directions; the bounds checked are the
+// lower ones only, which pacing guarantees.
+func TestBaudTiming(t *testing.T) {
+	p, err := Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	f := openHost(t, p)
+	p.SetBaud(11520) // 1152 bytes per second
+	var mu sync.Mutex
+	got := 0
+	p.SetConsumer(func(b []byte) { mu.Lock(); got += len(b); mu.Unlock() })
+
+	start := time.Now()
+	p.Write(bytes.Repeat([]byte{'x'}, 576))
+	buf := make([]byte, 1024)
+	for n := 0; n < 576; {
+		f.SetReadDeadline(time.Now().Add(5 * time.Second))
+		m, err := f.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += m
+	}
+	if d := time.Since(start); d < 500*time.Millisecond {
+		t.Fatalf("576 bytes out at 11520 baud in %v", d)
+	}
+	start = time.Now()
+	f.Write(bytes.Repeat([]byte{'y'}, 576))
+	for {
+		mu.Lock()
+		n := got
+		mu.Unlock()
+		if n == 576 {
+			break
+		}
+		if time.Since(start) > 5*time.Second {
+			t.Fatalf("only %d bytes in", n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if d := time.Since(start); d < 500*time.Millisecond {
+		t.Fatalf("576 bytes in at 11520 baud in %v", d)
+	}
+}
