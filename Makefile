@@ -4,18 +4,24 @@ GO       ?= go
 STATE    ?= state/default
 ARCH     ?= esp32
 HTTP     ?= 127.0.0.1:8080
+BROKER   ?= 127.0.0.1:1883
 UI       ?= 127.0.0.1:9090
 BIN      := bin/mosemu
 # staticcheck 2025.1.1 as the Go module proxy serves it (works with Go 1.26).
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.6.1
 
-.PHONY: build run test test-deps test-short bench lint fuzz clean
+.PHONY: build install run test test-deps test-short bench lint fuzz clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/mosemu
 
+# Installs mosemu into $(go env GOBIN), or $(go env GOPATH)/bin when GOBIN
+# is unset: put that directory on PATH (see README).
+install:
+	$(GO) install ./cmd/mosemu
+
 run: build
-	./$(BIN) run --arch $(ARCH) --state $(STATE) --http $(HTTP) --ui $(UI)
+	./$(BIN) run --arch $(ARCH) --state $(STATE) --http $(HTTP) --broker-addr $(BROKER) --ui $(UI)
 
 # Interop peers: esptool-js (npm) for the ROM loader, mosquitto, openssl and
 # curl (Debian) for MQTT and TLS. Installed only when missing.

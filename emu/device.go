@@ -82,9 +82,13 @@ type Options struct {
 	// durability across a host crash waits for the host's sync. For fleets.
 	DeferSync bool
 	// TLSDynamicBuffers models mbedTLS with the dynamic-buffer patch (about
-	// 1 KiB per idle TLS connection) instead of the default static 16 KiB
-	// record buffers each way.
+	// 5 KiB per idle TLS connection: idle buffers and the session) instead of
+	// the default static 16 KiB record buffers each way.
 	TLSDynamicBuffers bool
+	// SerialLink is where a symlink to the serial pty is kept while the
+	// device runs (default STATE/serial), so that scripts and `mos --port`
+	// lines survive restarts; "-" makes none.
+	SerialLink string
 	// TLSHandshakeLatency makes the HTTPS server answer handshakes as slowly
 	// as the real board (ESP32 1-3 s, ESP8266 7-15 s), for testing client
 	// timeouts. Off by default.
@@ -144,6 +148,8 @@ type Device struct {
 	efuses *efuse.Efuses // nil on boards without an efuse controller
 	chip   *atca.Chip    // the ATECC608A on the I2C bus
 	crypt  *flashenc.View
+
+	serialLink string // symlink to the pty, "" without one
 
 	mqttLog *mqttLog // console over MQTT (debug.stderr_topic)
 
@@ -265,6 +271,14 @@ func New(opts Options) (d *Device, err error) {
 		d.out.AddSink(d.port)
 		d.port.SetConsumer(d.serialInput) // the line belongs to the chip
 		d.setBaud(defaultBaud)
+		if link := orDefault(opts.SerialLink, filepath.Join(opts.StateDir, SerialLinkFile)); link != "-" {
+			if err := linkSerial(link, d.port.Path()); err != nil {
+				d.port.Close()
+				d.flash.Close()
+				return nil, fmt.Errorf("emu: %w", err)
+			}
+			d.serialLink = link
+		}
 	}
 	return d, nil
 }
@@ -396,6 +410,9 @@ func (d *Device) Close() error {
 	if d.port != nil {
 		if !noFlush {
 			d.port.Flush(200 * time.Millisecond)
+		}
+		if d.serialLink != "" {
+			unlinkSerial(d.serialLink, d.port.Path())
 		}
 		d.port.Close()
 	}

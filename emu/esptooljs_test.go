@@ -31,10 +31,7 @@ func runEsptoolJS(t *testing.T, d *Device, args ...string) esptoolJSResult {
 	node, err := exec.LookPath("node")
 	_, modErr := os.Stat(filepath.Join(dir, "node_modules", "esptool-js"))
 	if err != nil || modErr != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("node or esptool-js missing (.ci/deps.sh installs them): %v %v", err, modErr)
-		}
-		t.Skipf("needs node and `npm ci` in %s (make test-deps)", dir)
+		missingPeer(t, "needs node and esptool-js (`npm ci` in %s, run by make test-deps)", dir)
 	}
 	out, err := exec.Command(node, append([]string{filepath.Join(dir, "interop.mjs"), d.SerialPath()}, args...)...).Output()
 	lines := bytes.Split(bytes.TrimSpace(out), []byte("\n"))

@@ -168,10 +168,7 @@ func startMosquitto(t *testing.T, extra string) int {
 		bin = "/usr/sbin/mosquitto"
 	}
 	if _, err := os.Stat(bin); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("mosquitto is not installed (.ci/deps.sh installs it)")
-		}
-		t.Skip("mosquitto not installed: apt-get install mosquitto")
+		missingPeer(t, "needs mosquitto (apt-get install mosquitto, run by make test-deps)")
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

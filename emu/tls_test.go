@@ -91,6 +91,8 @@ func TestHTTPSAndMutualTLS(t *testing.T) {
 		if err != nil || !strings.Contains(string(out), "channel_info") {
 			t.Fatalf("curl -k: %s %v", out, err)
 		}
+	} else {
+		peerNote(t, "curl not installed: the curl -k part did not run")
 	}
 	// WSS with the Go client, as mos --port wss:// does.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -126,7 +128,8 @@ func TestHTTPSAndMutualTLS(t *testing.T) {
 func TestTLSConnectionFlood(t *testing.T) {
 	srvPKI := issue(t, "device", nil, true)
 	for _, dynamic := range []bool{false, true} {
-		d, err := New(Options{StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Seed: 9, TLSDynamicBuffers: dynamic})
+		var log lockedBuffer
+		d, err := New(Options{StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Seed: 9, TLSDynamicBuffers: dynamic, Console: &log})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -152,6 +155,10 @@ func TestTLSConnectionFlood(t *testing.T) {
 		}
 		if !dynamic && (accepted != 4 || err == nil) {
 			t.Errorf("static buffers: %d idle connections accepted (want 4), then a request: %v", accepted, err)
+		}
+		// The line README.md quotes.
+		if oom := "needs 41018 bytes, 49928 free of which 16384 are the firmware's reserve; closing finding=out of memory"; !dynamic && !strings.Contains(log.String(), oom) {
+			t.Errorf("console lacks %q:\n%s", oom, log.String())
 		}
 		if dynamic && (accepted != 12 || err != nil) {
 			t.Errorf("dynamic buffers: %d idle connections accepted (want 12), then a request: %v", accepted, err)

@@ -62,6 +62,9 @@ func (r *RAM) Alloc(n int) bool {
 	return true
 }
 
+// ReserveSize returns the bytes an allocation may not eat into.
+func (r *RAM) ReserveSize() int { return r.reserve }
+
 // Release returns n bytes.
 func (r *RAM) Release(n int) {
 	r.mu.Lock()
@@ -97,7 +100,7 @@ func (l *Listener) Accept() (net.Conn, error) {
 			return &ramConn{Conn: c, ram: l.RAM, cost: l.Cost}, nil
 		}
 		_, free, _ := l.RAM.Stats()
-		l.Log.Error(fmt.Sprintf("Out of memory: connection from %s needs %d bytes, %d free; closing", c.RemoteAddr(), l.Cost, free),
+		l.Log.Error(fmt.Sprintf("Out of memory: connection from %s needs %d bytes, %d free of which %d are the firmware's reserve; closing", c.RemoteAddr(), l.Cost, free, l.RAM.ReserveSize()),
 			"src", "mongoose.c:2470", "finding", "out of memory")
 		c.Close()
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/mosemu/mosemu/emu/fleet"
 	"github.com/mosemu/mosemu/mqtt"
+	devtls "github.com/mosemu/mosemu/tls"
 	"github.com/spf13/cobra"
 )
 
@@ -64,7 +65,7 @@ share one --external-broker.
 
 Serves until SIGINT/SIGTERM (or --exit-after), then prints a summary. Exits
 non-zero when more than --max-failures devices failed to start.`,
-		Args: cobra.NoArgs,
+		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error { return runFleet(cmd, &ff) },
 	}
 	fl := c.Flags()
@@ -81,7 +82,7 @@ non-zero when more than --max-failures devices failed to start.`,
 	fl.BoolVar(&o.Serial, "pty", false, "give every device a serial pty (2 more file descriptors each)")
 	fl.BoolVar(&o.TLSLatency, "tls-latency", false, "answer TLS handshakes as slowly as the real board (ESP32 1-3 s, ESP8266 7-15 s)")
 	fl.Float64Var(&o.TLSLatencyShare, "tls-latency-share", 0, "share of the devices (0..1) with --tls-latency")
-	fl.BoolVar(&o.TLSDynamicBuffers, "mbedtls-dynamic-buffers", false, "model mbedTLS with the dynamic-buffer patch (~1 KiB per idle TLS connection instead of ~40 KiB)")
+	fl.BoolVar(&o.TLSDynamicBuffers, "mbedtls-dynamic-buffers", false, fmt.Sprintf("model mbedTLS with the dynamic-buffer patch (~%d KiB per idle TLS connection instead of ~%d KiB)", devtls.CostTLSDynamic>>10, devtls.CostTLSStatic>>10))
 	fl.StringVar(&ff.brokerAddr, "broker-addr", "127.0.0.1:1883", "address of the embedded MQTT broker (another free port if taken)")
 	fl.StringVar(&ff.externalBroker, "external-broker", "", "connect the devices to this MQTT broker (host:port) instead of an embedded one")
 	fl.StringVar(&o.MQTTUser, "mqtt-user", "", "devices' MQTT user name (the embedded broker then requires it)")

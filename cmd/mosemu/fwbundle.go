@@ -33,7 +33,7 @@ version, build_id, parts with SHA-1 digests), a valid ESP32 app image carrying t
 version in its esp_app_desc_t, and a littlefs fs image with conf0.json, ca.pem and
 the files of --fs (top level). After mos ota fw.zip the device reboots into it and
 Sys.GetInfo reports its fw_version and fw_id.`,
-		Args: cobra.NoArgs,
+		Args: exactArgs(0),
 		RunE: func(*cobra.Command, []string) error {
 			built := time.Now().UTC()
 			files, err := factoryfs.Files(configs.NewSchema("esp32"))

@@ -17,7 +17,7 @@ func fwBundle8266Cmd() *cobra.Command {
 it: rBoot at 0x0, its config sector, the app in slot 0 (slot 1 for OTA),
 an empty root filesystem and the RF calibration sector. Flash it with
 ` + "`mos --platform esp8266 --port PTY flash fw-esp8266.zip`" + ` to restore a board.`,
-		Args: cobra.NoArgs,
+		Args: exactArgs(0),
 		RunE: func(*cobra.Command, []string) error {
 			b, err := emu.FirmwareZip8266(4 << 20)
 			if err != nil {

@@ -17,7 +17,7 @@ func labCmd() *cobra.Command {
 	start := &cobra.Command{
 		Use:   "start LAB",
 		Short: "Build the lab's starting device in --state (and save it as snapshot \"start\")",
-		Args:  cobra.ExactArgs(1),
+		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			l, err := lab.Load(args[0])
 			if err != nil {
@@ -42,7 +42,7 @@ func labCmd() *cobra.Command {
 	check := &cobra.Command{
 		Use:   "check LAB",
 		Short: "Grade the device in --state against the lab's goals (exit status 0 when all are met)",
-		Args:  cobra.ExactArgs(1),
+		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			l, err := lab.Load(args[0])
 			if err != nil {
@@ -80,7 +80,7 @@ func labCmd() *cobra.Command {
 	show := &cobra.Command{
 		Use:   "show LAB",
 		Short: "Print a lab's description, goals and documented solution",
-		Args:  cobra.ExactArgs(1),
+		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			l, err := lab.Load(args[0])
 			if err != nil {

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -11,12 +13,13 @@ import (
 
 	"github.com/mosemu/mosemu/emu"
 	"github.com/mosemu/mosemu/mqtt"
+	devtls "github.com/mosemu/mosemu/tls"
 	"github.com/spf13/cobra"
 )
 
 func runCmd() *cobra.Command {
 	var opts emu.Options
-	var quiet, broker bool
+	var quiet, broker, timestamps bool
 	var brokerAddr, externalBroker string
 	var lo labOptions
 	var wifiAPs []string
@@ -28,10 +31,13 @@ func runCmd() *cobra.Command {
 		Long: `Start a device from its state directory (created on first run) and
 print where to connect: the HTTP/WebSocket RPC address and the serial pty.
 The console log is mirrored to stderr unless --quiet.`,
-		Args: cobra.NoArgs,
+		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !quiet {
 				opts.Console = os.Stderr
+				if timestamps {
+					opts.Console = &stampWriter{w: os.Stderr, layout: time.StampMilli}
+				}
 			}
 			opts.Serial = true
 			if err := addWiFiAPs(&opts, wifiAPs, wifiAPsFile); err != nil {
@@ -48,15 +54,13 @@ The console log is mirrored to stderr unless --quiet.`,
 				opts.MQTTBroker, broker = externalBroker, false
 			}
 			if broker {
-				b, err := mqtt.StartBroker(brokerAddr, nil)
-				if err != nil { // the default port is taken: pick another
-					b, err = mqtt.StartBroker("127.0.0.1:0", nil)
-				}
+				addr, note, closeBroker, err := findBroker(brokerAddr)
 				if err != nil {
-					return fmt.Errorf("embedded MQTT broker: %w", err)
+					return err
 				}
-				defer b.Close()
-				opts.MQTTBroker = b.Addr()
+				defer closeBroker()
+				fmt.Println("mosemu: MQTT: " + note)
+				opts.MQTTBroker = addr
 			}
 			start := time.Now()
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -103,10 +107,12 @@ The console log is mirrored to stderr unless --quiet.`,
 	f.BoolVarP(&quiet, "quiet", "q", false, "do not mirror the console log to stderr")
 	f.BoolVar(&opts.BaudTiming, "baud-timing", false, "make the serial pty as slow as the baud rate the host set (115200 at reset; CHANGE_BAUDRATE and flasher stubs honoured)")
 	f.BoolVar(&opts.TLSHandshakeLatency, "tls-latency", false, "answer TLS handshakes as slowly as the real board (ESP32 1-3 s, ESP8266 7-15 s)")
-	f.BoolVar(&opts.TLSDynamicBuffers, "mbedtls-dynamic-buffers", false, "model mbedTLS with the dynamic-buffer patch (~1 KiB per idle TLS connection instead of ~40 KiB)")
-	f.BoolVar(&broker, "broker", true, "start an embedded MQTT broker and connect the device to it (unless its config names another mqtt.server)")
-	f.StringVar(&brokerAddr, "broker-addr", "127.0.0.1:1883", "address of the embedded MQTT broker")
-	f.StringVar(&externalBroker, "external-broker", "", "connect the device to this MQTT broker (host:port) instead of an embedded one")
+	f.BoolVar(&opts.TLSDynamicBuffers, "mbedtls-dynamic-buffers", false, fmt.Sprintf("model mbedTLS with the dynamic-buffer patch (~%d KiB per idle TLS connection instead of ~%d KiB)", devtls.CostTLSDynamic>>10, devtls.CostTLSStatic>>10))
+	f.BoolVar(&broker, "broker", true, "connect the device to an MQTT broker at --broker-addr: the one already there (e.g. another mosemu's), else an embedded one (unless its config names another mqtt.server)")
+	f.StringVar(&brokerAddr, "broker-addr", "127.0.0.1:1883", "MQTT broker address: used if a broker answers there, else an embedded broker listens there (or on a free port if it is taken)")
+	f.StringVar(&opts.SerialLink, "serial-link", "", "symlink kept pointing to the serial pty while the device runs (default STATE/serial; - for none)")
+	f.BoolVar(&timestamps, "timestamps", false, "prefix each console line mirrored to stderr with the time, as mos console does ([Jan _2 15:04:05.000])")
+	f.StringVar(&externalBroker, "external-broker", "", "connect the device to this MQTT broker (host:port) instead of an embedded or found one")
 	f.StringArrayVar(&wifiAPs, "wifi-ap", nil, "an access point the device's Wi-Fi sees, SSID[:PASSWORD[:RSSI]] (repeatable)")
 	f.StringVar(&wifiAPsFile, "wifi-aps", "", `JSON file of access points: [{"ssid":"Lab","pass":"secret123","rssi":-60,"channel":6,"net":"10.0.0.0/24"}]`)
 	f.StringArrayVar(&wires, "wire", nil, "wire a part to the board's GPIOs, kept in the state: atecc608a:sda=12,scl=14,addr=0x60 or atecc608a:none (default: ESP8266 SDA 12/SCL 14, ESP32 SDA 32/SCL 33, at 0x60)")
@@ -160,9 +166,63 @@ func printWhere(d *emu.Device, took time.Duration) {
 		}
 	}
 	if p := d.SerialPath(); p != "" {
-		fmt.Printf("  Serial (console, RPC, ROM loader): mos --port %s console\n", p)
+		if l := d.SerialLink(); l != "" {
+			fmt.Printf("  Serial (console, RPC, ROM loader): mos --port %s console   (%s -> %s)\n", l, l, p)
+		} else {
+			fmt.Printf("  Serial (console, RPC, ROM loader): mos --port %s console\n", p)
+		}
 	}
 	if a := d.MQTTBroker(); a != "" {
 		fmt.Printf("  RPC over MQTT:      mos --port mqtt://%s/%s call Sys.GetInfo\n", a, d.DeviceID())
 	}
+}
+
+// findBroker returns the MQTT broker the device should use: one already
+// answering at addr (another mosemu's, or a mosquitto), else an embedded
+// broker listening on addr, else, when addr is taken by something that is
+// not an MQTT broker, an embedded broker on a free port. note says which, in
+// words for the banner; stop closes an embedded broker.
+func findBroker(addr string) (brokerAddr, note string, stop func(), err error) {
+	perr := mqtt.Probe(addr, time.Second)
+	if perr == nil {
+		return addr, fmt.Sprintf("using the broker already answering on %s (another mosemu run?); the device loses it when that one stops", addr), func() {}, nil
+	}
+	b, err := mqtt.StartBroker(addr, nil)
+	if err == nil {
+		return b.Addr(), "embedded broker on " + b.Addr(), func() { b.Close() }, nil
+	}
+	taken := err
+	if b, err = mqtt.StartBroker("127.0.0.1:0", nil); err != nil {
+		return "", "", nil, fmt.Errorf("embedded MQTT broker: %w", err)
+	}
+	what := fmt.Sprintf("%s is taken by something that is not an MQTT broker (%v)", addr, perr)
+	if !errors.Is(taken, syscall.EADDRINUSE) {
+		what = fmt.Sprintf("no MQTT broker answers on %s (%v) and an embedded one cannot listen there (%v)", addr, perr, taken)
+	}
+	return b.Addr(), what + ": embedded broker on " + b.Addr() + " instead", func() { b.Close() }, nil
+}
+
+// stampWriter prefixes each line written to w with the current time, as
+// mos console --timestamp does. The console writes whole lines.
+type stampWriter struct {
+	w      io.Writer
+	layout string
+}
+
+func (s *stampWriter) Write(b []byte) (int, error) {
+	n := len(b)
+	var out []byte
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, '\n') + 1
+		if i == 0 {
+			i = len(b)
+		}
+		out = append(out, '[')
+		out = time.Now().AppendFormat(out, s.layout)
+		out = append(out, "] "...)
+		out = append(out, b[:i]...)
+		b = b[i:]
+	}
+	_, err := s.w.Write(out)
+	return n, err
 }

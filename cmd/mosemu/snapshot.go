@@ -21,7 +21,7 @@ stop it and start it again with mosemu run --reset-to NAME.`,
 	c.AddCommand(&cobra.Command{
 		Use:   "save NAME",
 		Short: "Save the device's state as NAME (replacing an older NAME)",
-		Args:  cobra.ExactArgs(1),
+		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			info, err := snapshot.Store{StateDir: state}.Save(args[0])
 			if err != nil {
@@ -33,7 +33,7 @@ stop it and start it again with mosemu run --reset-to NAME.`,
 	}, &cobra.Command{
 		Use:   "restore NAME",
 		Short: "Put the device back in the state saved as NAME",
-		Args:  cobra.ExactArgs(1),
+		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := (snapshot.Store{StateDir: state}).Restore(args[0]); err != nil {
 				return err
@@ -44,7 +44,7 @@ stop it and start it again with mosemu run --reset-to NAME.`,
 	}, &cobra.Command{
 		Use:   "list",
 		Short: "List the snapshots of the device",
-		Args:  cobra.NoArgs,
+		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			list, err := snapshot.Store{StateDir: state}.List()
 			if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/aes"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -14,7 +15,11 @@ import (
 func vectors(t testing.TB) string {
 	dir := filepath.Join("..", "..", "..", "shared", "testdata", "flash-encryption")
 	if _, err := os.Stat(dir); err != nil {
-		t.Skipf("test vectors not found at %s (the shared/ directory beside the repo)", dir)
+		// Printed on stderr too, so that `go test` without -v shows that
+		// the comparison with espsecure did not run.
+		msg := fmt.Sprintf("%s: SKIP: espsecure test vectors not found at %s (the shared/ directory beside the repo)", t.Name(), dir)
+		fmt.Fprintln(os.Stderr, msg)
+		t.Skip(msg)
 	}
 	return dir
 }
