@@ -124,7 +124,7 @@ func (f *FS) MkdirAll(p string, perm os.FileMode) error {
 func (f *FS) Remove(name string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	m, id, err := f.lookup(name)
+	m, _, err := f.lookup(name)
 	if err == nil && m == nil {
 		err = os.ErrPermission
 	}
@@ -134,7 +134,10 @@ func (f *FS) Remove(name string) error {
 	if err := f.writable(); err != nil {
 		return pathErr("remove", name, err)
 	}
-	if m, id, err = f.lookup(name); err != nil {
+	// writable may have repaired the image (a pending move, an orphan):
+	// look the entry up again.
+	m, id, err := f.lookup(name)
+	if err != nil {
 		return pathErr("remove", name, err)
 	}
 	return pathErr("remove", name, f.remove(m, id))

@@ -123,8 +123,8 @@ func TestShippedLabs(t *testing.T) {
 		"mutual-tls.yaml": {fix: func(t *testing.T, d *emu.Device, c *client.Client) {
 			setConfig(t, wss(t, d), map[string]any{"http": map[string]any{"ssl_ca_cert": "ca.pem"}})
 		}},
-		"atca-tls-key.yaml": {fix: func(t *testing.T, d *emu.Device, c *client.Client) {
-			c = wss(t, d)
+		"atca-tls-key.yaml": {fix: func(t *testing.T, d *emu.Device, _ *client.Client) {
+			c := wss(t, d)
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			res, err := c.Call(ctx, "ATCA.GetConfig", nil)

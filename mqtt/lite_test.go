@@ -62,8 +62,7 @@ func TestLiteClientQoSAndReconnect(t *testing.T) {
 	defer b.Close()
 	got := make(chan string, 16)
 	connects := make(chan bool, 4)
-	var dev *liteClient
-	dev = liteOn(t, b, "dev1", true, func(o *paho.ClientOptions) {
+	dev := liteOn(t, b, "dev1", true, func(o *paho.ClientOptions) {
 		o.SetOnConnectHandler(func(c paho.Client) {
 			c.Subscribe("dev1/in/#", 2, func(_ paho.Client, m paho.Message) { got <- fmt.Sprintf("%s %d %s", m.Topic(), m.Qos(), m.Payload()) })
 			connects <- true

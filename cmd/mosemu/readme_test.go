@@ -158,7 +158,7 @@ var (
 	stateFlag    = regexp.MustCompile(`--state[ =](\S+)`)
 	makeStateVar = regexp.MustCompile(`\bSTATE=(\S+)`)
 	loopbackAddr = regexp.MustCompile(`127\.0\.0\.1:(\d+)`)
-	readyLine    = regexp.MustCompile(`device up|devices started|boot failed`)
+	readyLine    = regexp.MustCompile(`device up|devices (\(shard [^)]*\) )?started|boot failed`)
 )
 
 // server is a long-running README command in the background.

@@ -30,9 +30,8 @@ func buildMosemu(t *testing.T) string {
 
 // running is a `mosemu run` process.
 type running struct {
-	cmd        *exec.Cmd
-	http, ui   string
-	stdoutTail chan string
+	cmd      *exec.Cmd
+	http, ui string
 }
 
 var (
