@@ -49,26 +49,30 @@ func FuzzProbe(f *testing.F) {
 	f.Add([]byte{0x20, 2, 0, 5})
 	f.Add([]byte("HTTP/1.1 400 Bad Request\r\n\r\n"))
 	f.Add([]byte{0x20})
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		f.Fatal(err)
-	}
-	defer l.Close()
-	replies := make(chan []byte, 1)
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Read(make([]byte, 256))
-			c.Write(<-replies)
-			c.Close()
-		}
-	}()
 	f.Fuzz(func(t *testing.T, reply []byte) {
-		replies <- reply
-		err := Probe(l.Addr().String(), 2*time.Second)
+		// A listener of its own per input, answering every connection with
+		// the same bytes: a stray connection (another test probing a port
+		// that the kernel has since handed to this listener) cannot take
+		// the reply meant for the probe.
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				go func() {
+					defer c.Close()
+					c.Read(make([]byte, 256))
+					c.Write(reply)
+				}()
+			}
+		}()
+		err = Probe(l.Addr().String(), 2*time.Second)
 		ok := len(reply) >= 4 && reply[0] == 0x20 && reply[1] == 2 && reply[3] == 0
 		if (err == nil) != ok {
 			t.Fatalf("Probe with reply %x: %v", reply, err)
