@@ -113,9 +113,10 @@ func (d *Device) boot8266() (partition.Entry, error) {
 
 	// The app: Mongoose OS prints its banner once the UART is set up.
 	d.banner8266()
-	if conf.IsFirstBoot != 0 && conf.CurrentROM == uint8(rom) {
+	if conf.IsFirstBoot != 0 && conf.CurrentROM == uint8(rom) && !d.updatePending() {
 		// The new firmware came up: Mongoose OS commits it (no commit
-		// timeout configured), so the next boot is a normal one.
+		// timeout configured), so the next boot is a normal one. An
+		// update of the OTA service commits through it (ota8266.go).
 		conf.IsFirstBoot, conf.BootAttempts = 0, 0
 		if err := d.writeRBootConfig(sector, conf); err != nil {
 			return partition.Entry{}, err

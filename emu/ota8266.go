@@ -61,6 +61,29 @@ func (l rbootLoader) Updated(oldSlot, newSlot int) error {
 	return l.d.writeRBootConfig(sector, c)
 }
 
+// Tombstone leaves a first boot of rBoot's (is_first_boot, boot_attempts
+// counted, previous_rom = oldSlot) as it is: rBoot falls back to
+// previous_rom by itself on the next boot unless the firmware commits.
+// Anything else points rBoot at oldSlot.
+func (l rbootLoader) Tombstone(oldSlot, n int) error {
+	_, c, err := l.read()
+	if err != nil {
+		return err
+	}
+	if c.IsFirstBoot != 0 && c.BootAttempts != 0 && int(c.PreviousROM) == oldSlot {
+		return nil
+	}
+	return l.SetBootSlot(oldSlot, n)
+}
+
+// updatePending reports that the updater's record holds an update not
+// committed yet: its first boot is left to the updater, not committed
+// when the app comes up.
+func (d *Device) updatePending() bool {
+	rec, err := (&ota.Store{Path: filepath.Join(d.opts.StateDir, OTAFile)}).Load()
+	return err == nil && rec.Update.FirstBoot()
+}
+
 // Verify checks an ESP8266 app image as rBoot's check_image does.
 func (l rbootLoader) Verify(dev flash.Device, limit int64) (ota.ImageInfo, error) {
 	c, err := rboot.Check(dev, 0, true)

@@ -1,6 +1,7 @@
 package emu
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -35,6 +36,13 @@ func firmwareZip8266(t *testing.T, platform, version string, files map[string]st
 	fsys.Unmount()
 	fsimg := make([]byte, lay.Default.FSSizes[0])
 	dev.ReadAt(fsimg, 0)
+	return bundle8266(t, platform, version, fsimg)
+}
+
+// bundle8266 is an update bundle of version with the fs image fsimg.
+func bundle8266(t *testing.T, platform, version string, fsimg []byte) []byte {
+	t.Helper()
+	lay, _ := rboot.LayoutFor(4 << 20)
 	app := appImage8266(AppName, version, "20261125-120000/"+version+"@test")
 	return testBundle(t, map[string]any{
 		"name": AppName, "platform": platform, "version": version, "build_id": "20261125-120000/" + version + "@test",
@@ -46,7 +54,18 @@ func firmwareZip8266(t *testing.T, platform, version string, files map[string]st
 
 func otaDevice8266(t *testing.T) *Device {
 	t.Helper()
-	d, err := New(Options{Arch: "esp8266", StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Seed: 7})
+	return startDevice8266(t, t.TempDir(), nil)
+}
+
+// startDevice8266 starts an ESP8266 device on state dir (console to con
+// when not nil).
+func startDevice8266(t *testing.T, dir string, con *syncBuffer) *Device {
+	t.Helper()
+	o := Options{Arch: "esp8266", StateDir: dir, HTTPAddr: "127.0.0.1:0", Seed: 7}
+	if con != nil {
+		o.Console = con
+	}
+	d, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,4 +175,49 @@ func TestOTAESP8266RejectsOtherPlatform(t *testing.T) {
 		t.Errorf("rBoot config changed: %+v -> %+v", before, after)
 	}
 	waitFW(t, url, FWVersion)
+}
+
+// TestOTAESP8266PowerLossBeforeCommit: power lost while the uncommitted
+// update runs; rBoot's boot_attempts make it fall back to previous_rom.
+func TestOTAESP8266PowerLossBeforeCommit(t *testing.T) {
+	dir := t.TempDir()
+	d := startDevice8266(t, dir, nil)
+	url := "ws://" + d.HTTPAddr() + "/rpc"
+	if err := mosOTA(dial(t, url), firmwareZip8266(t, "esp8266", "2.0", nil), 2048, 300); err != nil {
+		t.Fatal(err)
+	}
+	waitFW(t, url, "2.0")
+	if rc := rbootConfig(t, d); rc.CurrentROM != 1 || rc.PreviousROM != 0 || rc.IsFirstBoot != 1 || rc.BootAttempts != 1 {
+		t.Errorf("rBoot config during the first boot: %+v", rc)
+	}
+	d.Close()
+	var con syncBuffer
+	d2 := startDevice8266(t, dir, &con)
+	url = "ws://" + d2.HTTPAddr() + "/rpc"
+	con.waitFor(t, `First boot, attempt 1\n(.|\n)*Boot failed, fallback to fw #0(.|\n)*Booting rom 0 \(0x100000\)`)
+	waitFW(t, url, FWVersion)
+	if bs := getBootState(t, dial(t, url)); !bs.IsCommitted || bs.ActiveSlot != 0 {
+		t.Errorf("boot state after power loss = %+v", bs)
+	}
+	if rc := rbootConfig(t, d2); rc.CurrentROM != 0 || rc.IsFirstBoot != 0 {
+		t.Errorf("rBoot config after fallback: %+v", rc)
+	}
+}
+
+// TestOTAESP8266FailedFirstBootReverts: an update whose filesystem does
+// not mount is reverted by the firmware and rBoot boots the old slot.
+func TestOTAESP8266FailedFirstBootReverts(t *testing.T) {
+	var con syncBuffer
+	d := startDevice8266(t, t.TempDir(), &con)
+	url := "ws://" + d.HTTPAddr() + "/rpc"
+	lay, _ := rboot.LayoutFor(4 << 20)
+	garbage := bytes.Repeat([]byte("not a filesystem"), int(lay.Default.FSSizes[1])/16)
+	if err := mosOTA(dial(t, url), bundle8266(t, "esp8266", "2.0", garbage), 2048, 300); err != nil {
+		t.Fatal(err)
+	}
+	con.waitFor(t, `Booting rom 1 \(0x200000\)(.|\n)*Update failed to boot(.|\n)*Reverting to slot 0(.|\n)*Booting rom 0 \(0x100000\)`)
+	waitFW(t, url, FWVersion)
+	if bs := getBootState(t, dial(t, url)); !bs.IsCommitted || bs.ActiveSlot != 0 {
+		t.Errorf("boot state = %+v", bs)
+	}
 }

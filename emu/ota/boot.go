@@ -145,7 +145,12 @@ func Select(env Env) (*Boot, error) {
 		if err := b.persist(MakeStatus(old, old, false, false), ""); err != nil {
 			return nil, err
 		}
-		if err := b.setBootSlot(old); err != nil {
+		if env.Loader != nil {
+			err = env.Loader.Tombstone(old, n)
+		} else {
+			err = b.setBootSlot(old)
+		}
+		if err != nil {
 			return nil, err
 		}
 	}

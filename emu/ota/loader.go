@@ -16,6 +16,9 @@ type Loader interface {
 	// Updated records a finished update: boot newSlot once, unconfirmed,
 	// with oldSlot to fall back to.
 	Updated(oldSlot, newSlot int) error
+	// Tombstone makes the next boot use oldSlot unless the running first
+	// boot of an update commits (the loader may do that itself).
+	Tombstone(oldSlot, n int) error
 	// Verify checks the app image in dev (limit bytes) as the loader does.
 	Verify(dev flash.Device, limit int64) (ImageInfo, error)
 }
