@@ -82,6 +82,7 @@ func (d *Device) boot() (_ *firmware, err error) {
 		if fw.boot, err = d.selectBoot8266(); err != nil {
 			return nil, d.firmwareFailure(err)
 		}
+		d.bootBanner8266(fw.boot)
 	} else {
 		if err := d.romBootESP32(); err != nil {
 			return nil, err

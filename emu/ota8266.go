@@ -139,3 +139,13 @@ func (d *Device) selectBoot8266() (*ota.Boot, error) {
 	}
 	return b, err
 }
+
+// bootBanner8266 prints the app's banner with the identity of the running
+// firmware: the update that wrote the slot, else the factory build.
+func (d *Device) bootBanner8266(b *ota.Boot) {
+	if b != nil && b.Ident != nil {
+		d.banner8266(orDefault(b.Ident.Name, AppName), b.Ident.Version, b.Ident.BuildID)
+		return
+	}
+	d.banner8266(AppName, FWVersion, MGID)
+}

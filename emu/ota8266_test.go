@@ -215,7 +215,7 @@ func TestOTAESP8266FailedFirstBootReverts(t *testing.T) {
 	if err := mosOTA(dial(t, url), bundle8266(t, "esp8266", "2.0", garbage), 2048, 300); err != nil {
 		t.Fatal(err)
 	}
-	con.waitFor(t, `Booting rom 1 \(0x200000\)(.|\n)*Update failed to boot(.|\n)*Reverting to slot 0(.|\n)*Booting rom 0 \(0x100000\)`)
+	con.waitFor(t, `Booting rom 1 \(0x200000\)(.|\n)*esp_main.c:158 +mosemu 2\.0 \(20261125-120000/2\.0@test\)(.|\n)*Update failed to boot(.|\n)*Reverting to slot 0(.|\n)*Booting rom 0 \(0x100000\)`)
 	waitFW(t, url, FWVersion)
 	if bs := getBootState(t, dial(t, url)); !bs.IsCommitted || bs.ActiveSlot != 0 {
 		t.Errorf("boot state = %+v", bs)
