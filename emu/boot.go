@@ -78,6 +78,11 @@ func (d *Device) boot() (_ *firmware, err error) {
 			}
 			return nil, d.firmwareFailure(err)
 		}
+		// The updater's early init on rBoot (ota8266.go).
+		if fw.boot, err = d.selectBoot8266(); err != nil {
+			return nil, d.firmwareFailure(err)
+		}
+		d.bootBanner8266(fw.boot)
 	} else {
 		if err := d.romBootESP32(); err != nil {
 			return nil, err

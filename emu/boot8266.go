@@ -111,11 +111,12 @@ func (d *Device) boot8266() (partition.Entry, error) {
 	}
 	raw(fmt.Sprintf("Booting rom %d (0x%x).\r\n", rom, romAddr(conf, rom)))
 
-	// The app: Mongoose OS prints its banner once the UART is set up.
-	d.banner8266()
-	if conf.IsFirstBoot != 0 && conf.CurrentROM == uint8(rom) {
+	// The app: Mongoose OS prints its banner once the UART is set up, after
+	// the updater's early init (boot.go, bootBanner8266).
+	if conf.IsFirstBoot != 0 && conf.CurrentROM == uint8(rom) && !d.updatePending() {
 		// The new firmware came up: Mongoose OS commits it (no commit
-		// timeout configured), so the next boot is a normal one.
+		// timeout configured), so the next boot is a normal one. An
+		// update of the OTA service commits through it (ota8266.go).
 		conf.IsFirstBoot, conf.BootAttempts = 0, 0
 		if err := d.writeRBootConfig(sector, conf); err != nil {
 			return partition.Entry{}, err
@@ -211,10 +212,10 @@ func rbootFlashSpeed(code byte) string {
 // banner8266 prints what platforms/esp8266/src/esp_main.c logs when
 // Mongoose OS starts on the NONOS SDK (no FreeRTOS on this port): the heap
 // before mgos_init, which then takes what its services need.
-func (d *Device) banner8266() {
+func (d *Device) banner8266(app, version, buildID string) {
 	l := d.log
 	d.out.Print("", "")
-	l.Info(fmt.Sprintf("%s %s (%s)", AppName, FWVersion, MGID), console.Src("esp_main.c", 158))
+	l.Info(fmt.Sprintf("%s %s (%s)", app, version, buildID), console.Src("esp_main.c", 158))
 	l.Info(fmt.Sprintf("Mongoose OS %s (%s)", MGVersion, MGID), console.Src("esp_main.c", 160))
 	l.Info(fmt.Sprintf("CPU: ESP8266EX, %d MHz, RAM: %d total, %d free", d.board.CPUMHz, d.board.RAMSize, d.board.RAMFreeAtBoot+earlyHeap8266), console.Src("esp_main.c", 161))
 	l.Info(fmt.Sprintf("SDK %s; flash: %dM", SDK8266, d.board.FlashSize>>20), console.Src("esp_main.c", 165))

@@ -71,7 +71,7 @@ func (d *Device) applyUpdate(fw *firmware) error {
 	if !ok {
 		return nil
 	}
-	part, ok := ota.FSPartition(fw.table, oldSlot)
+	part, ok := ota.FSPartition(b.Table(), oldSlot)
 	if !ok {
 		return errors.New("no old FS partition")
 	}

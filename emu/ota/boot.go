@@ -23,6 +23,8 @@ type Env struct {
 	Open  func(partition.Entry) flash.Device
 	Store *Store
 	Log   *slog.Logger
+	// Loader, when set, replaces otadata and the ESP32 image checks.
+	Loader Loader
 }
 
 // Boot is the update state of one boot of the firmware: the slot the
@@ -100,7 +102,11 @@ func Select(env Env) (*Boot, error) {
 	}
 	b := &Boot{env: env}
 	want := 0
-	if od, ok := env.otadata(); ok {
+	if env.Loader != nil {
+		if s, ok := env.Loader.BootSlot(n); ok {
+			want = s
+		}
+	} else if od, ok := env.otadata(); ok {
 		if s, ok := BootSlot(od, n); ok {
 			want = s
 		}
@@ -109,7 +115,7 @@ func Select(env Env) (*Boot, error) {
 	for i := 0; i < n; i++ {
 		slot := (want + i) % n
 		app, _ := AppPartition(env.Table, slot)
-		img, err := VerifyImage(env.Open(app), int64(app.Size))
+		img, err := env.verify(env.Open(app), int64(app.Size))
 		if err != nil {
 			env.Log.Error(fmt.Sprintf("%s at 0x%x: %v", app.Label, app.Offset, err), console.Src("bootloader_utility.c", 301))
 			lastErr = err
@@ -139,7 +145,12 @@ func Select(env Env) (*Boot, error) {
 		if err := b.persist(MakeStatus(old, old, false, false), ""); err != nil {
 			return nil, err
 		}
-		if err := b.setBootSlot(old); err != nil {
+		if env.Loader != nil {
+			err = env.Loader.Tombstone(old, n)
+		} else {
+			err = b.setBootSlot(old)
+		}
+		if err != nil {
 			return nil, err
 		}
 	}
@@ -175,6 +186,10 @@ func (b *Boot) setBootSlot(slot int) error {
 	app, ok := AppPartition(b.env.Table, slot)
 	if !ok {
 		return fmt.Errorf("no app partition for slot %d", slot)
+	}
+	if b.env.Loader != nil {
+		b.env.Log.Info("Setting boot partition to "+app.Label, console.Src("esp_updater.c", 214))
+		return b.env.Loader.SetBootSlot(slot, slotCount(b.env.Table))
 	}
 	od, ok := b.env.otadata()
 	if !ok {
@@ -300,5 +315,8 @@ func (b *Boot) markUpdated(newSlot int, si SlotInfo) error {
 		return err
 	}
 	b.status = s
+	if b.env.Loader != nil {
+		return b.env.Loader.Updated(b.Slot, newSlot)
+	}
 	return b.setBootSlot(newSlot)
 }

@@ -477,6 +477,9 @@ func (be *backend) Manifest(m *Manifest) error {
 		return errors.New("No fs slots")
 	}
 	be.app, be.fs = m.Parts["app"], m.Parts["fs"]
+	if _, ok := m.Parts["app"]; !ok && u.Boot.env.Loader != nil {
+		be.app = m.Parts["fw"] // the ESP8266 build names its app part "fw"
+	}
 	if be.app.Src == "" || be.app.SHA1 == "" || be.fs.Src == "" || be.fs.SHA1 == "" {
 		return bundleErr("Incomplete update package")
 	}
@@ -516,7 +519,7 @@ func (be *backend) FileBegin(fi FileInfo) (bool, error) {
 	if bytes.Equal(digest(w.dev, int64(fi.Size)), w.sha) {
 		be.u.Log.Info(fmt.Sprintf("Skip writing %s (digest matches)", what), console.Src("esp32_updater.c", 248))
 		if w.app {
-			img, err := VerifyImage(w.dev, int64(w.p.Size))
+			img, err := be.u.Boot.env.verify(w.dev, int64(w.p.Size))
 			if err != nil {
 				return false, errors.New("Failed to finalize app write")
 			}
@@ -571,7 +574,7 @@ func (be *backend) FileEnd(fi FileInfo) error {
 		}
 	}
 	if w.app {
-		img, err := VerifyImage(w.dev, int64(w.p.Size))
+		img, err := be.u.Boot.env.verify(w.dev, int64(w.p.Size))
 		if err != nil {
 			be.u.Log.Error(err.Error(), console.Src("esp_image_format.c", 320))
 			return errors.New("Failed to finalize app write")
