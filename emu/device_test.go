@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -157,32 +156,9 @@ func TestConfigSetSaveRebootGet(t *testing.T) {
 // TestKill9LosesNothing runs a device in a child process, saves a config and
 // a file through RPC, kills it with SIGKILL, and boots the state again.
 func TestKill9LosesNothing(t *testing.T) {
-	if os.Getenv("MOSEMU_CHILD_STATE") != "" {
-		d, err := New(Options{StateDir: os.Getenv("MOSEMU_CHILD_STATE"), HTTPAddr: "127.0.0.1:0"})
-		if err == nil {
-			err = d.Start(context.Background())
-		}
-		if err != nil {
-			fmt.Println("ERR", err)
-			os.Exit(1)
-		}
-		fmt.Println("ADDR", d.HTTPAddr())
-		select {}
-	}
+	serveChildDevice()
 	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestKill9LosesNothing$")
-	cmd.Env = append(os.Environ(), "MOSEMU_CHILD_STATE="+dir)
-	out, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 256)
-	n, _ := out.Read(buf)
-	line := strings.TrimSpace(string(buf[:n]))
-	addr, ok := strings.CutPrefix(line, "ADDR ")
-	if !ok {
-		t.Fatalf("child said %q", line)
-	}
+	cmd, addr := childDevice(t, "TestKill9LosesNothing", dir)
 	c := dial(t, "http://"+addr+"/rpc")
 	call(t, c, "Config.Set", map[string]any{"config": map[string]any{"device": map[string]any{"sn": "SN-123"}}, "save": true})
 	secret := bytes.Repeat([]byte("kept "), 4000)

@@ -19,8 +19,6 @@ import (
 	"math/rand"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"syscall"
@@ -495,31 +493,9 @@ func TestOTASnapshot(t *testing.T) {
 // SIGKILL in the middle of an update, and boots the state again: the old
 // firmware runs, and a complete update then goes in.
 func TestOTAKill9MidWrite(t *testing.T) {
-	if os.Getenv("MOSEMU_OTA_CHILD") != "" {
-		d, err := New(Options{StateDir: os.Getenv("MOSEMU_OTA_CHILD"), HTTPAddr: "127.0.0.1:0"})
-		if err == nil {
-			err = d.Start(context.Background())
-		}
-		if err != nil {
-			fmt.Println("ERR", err)
-			os.Exit(1)
-		}
-		fmt.Println("ADDR", d.HTTPAddr())
-		select {}
-	}
+	serveChildDevice()
 	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestOTAKill9MidWrite$")
-	cmd.Env = append(os.Environ(), "MOSEMU_OTA_CHILD="+dir)
-	out, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 256)
-	n, _ := out.Read(buf)
-	addr, ok := strings.CutPrefix(strings.TrimSpace(string(buf[:n])), "ADDR ")
-	if !ok {
-		t.Fatalf("child said %q", buf[:n])
-	}
+	cmd, addr := childDevice(t, "TestOTAKill9MidWrite", dir)
 	c := dial(t, "ws://"+addr+"/rpc")
 	bundle := firmwareZip(t, "2.0", map[string]string{"index.html": "v2"})
 	call(t, c, "OTA.Begin", map[string]any{"size": len(bundle)})
