@@ -8,10 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/mosemu/mosemu/emu/flash"
 	"github.com/mosemu/mosemu/emu/rboot"
-	lfs "github.com/mosemu/mosemu/fs"
-	"github.com/spf13/afero"
 )
 
 // firmwareZip8266 is an esp8266 update bundle of version as a Mongoose OS
@@ -20,22 +17,7 @@ import (
 func firmwareZip8266(t *testing.T, platform, version string, files map[string]string) []byte {
 	t.Helper()
 	lay, _ := rboot.LayoutFor(4 << 20)
-	dev := flash.NewMemory(int64(lay.Default.FSSizes[0]))
-	if err := lfs.Format(dev); err != nil {
-		t.Fatal(err)
-	}
-	fsys, err := lfs.Mount(dev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for name, data := range files {
-		if err := afero.WriteFile(fsys, name, []byte(data), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	fsys.Unmount()
-	fsimg := make([]byte, lay.Default.FSSizes[0])
-	dev.ReadAt(fsimg, 0)
+	fsimg := fsImage(t, int(lay.Default.FSSizes[0]), files)
 	return bundle8266(t, platform, version, fsimg)
 }
 

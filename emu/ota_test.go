@@ -46,7 +46,13 @@ func testAppImage(project, version string, payload int) []byte {
 func testFSImage(t *testing.T, files map[string]string) []byte {
 	t.Helper()
 	fsPart, _ := partition.DefaultESP32().Find("fs_0")
-	dev := flash.NewMemory(int64(fsPart.Size))
+	return fsImage(t, int(fsPart.Size), files)
+}
+
+// fsImage is a littlefs image of size bytes holding files.
+func fsImage(t *testing.T, size int, files map[string]string) []byte {
+	t.Helper()
+	dev := flash.NewMemory(int64(size))
 	if err := lfs.Format(dev); err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +66,7 @@ func testFSImage(t *testing.T, files map[string]string) []byte {
 		}
 	}
 	fsys.Unmount()
-	img := make([]byte, fsPart.Size)
+	img := make([]byte, size)
 	dev.ReadAt(img, 0)
 	return img
 }

@@ -542,19 +542,7 @@ func (c *liteClient) SubscribeMultiple(filters map[string]byte, callback paho.Me
 	for f := range filters {
 		c.routes[f] = callback
 	}
-	if !c.connected {
-		return doneToken(errNotConnected)
-	}
-	id, err := c.idLocked(t, packets.Suback)
-	if err != nil {
-		return doneToken(err)
-	}
-	p.MessageID = id
-	if err := c.writeLocked(p); err != nil {
-		delete(c.inflight, id)
-		return doneToken(err)
-	}
-	return t
+	return c.sendAckedLocked(t, p, packets.Suback, &p.MessageID)
 }
 
 func (c *liteClient) Unsubscribe(topics ...string) paho.Token {
@@ -566,14 +554,21 @@ func (c *liteClient) Unsubscribe(topics ...string) paho.Token {
 	for _, f := range topics {
 		delete(c.routes, f)
 	}
+	return c.sendAckedLocked(t, p, packets.Unsuback, &p.MessageID)
+}
+
+// sendAckedLocked sends p, which the broker acknowledges with an ack
+// packet, under a fresh message id written to *msgID; t completes with the
+// ack. c.mu must be held.
+func (c *liteClient) sendAckedLocked(t *liteToken, p packets.ControlPacket, ack byte, msgID *uint16) paho.Token {
 	if !c.connected {
 		return doneToken(errNotConnected)
 	}
-	id, err := c.idLocked(t, packets.Unsuback)
+	id, err := c.idLocked(t, ack)
 	if err != nil {
 		return doneToken(err)
 	}
-	p.MessageID = id
+	*msgID = id
 	if err := c.writeLocked(p); err != nil {
 		delete(c.inflight, id)
 		return doneToken(err)
