@@ -50,6 +50,10 @@ type Config struct {
 	// Log receives the lines mbedTLS prints (fprintf to stderr); nil
 	// discards them.
 	Log *slog.Logger
+
+	// Protect, when set, runs every handshake (which calls the chip and
+	// the certificate callbacks) under the device's supervisor.
+	Protect func(where string, f func())
 }
 
 func (c *Config) rand() io.Reader {
@@ -147,6 +151,7 @@ type Conn struct {
 	closeOnce sync.Once
 
 	transcript bytes.Buffer
+	ecKey      ECDHKey // the handshake's ECDH key, released when it ends
 }
 
 // Server returns a server-side connection over c; the handshake runs on
@@ -166,11 +171,23 @@ func (c *Conn) Handshake() error {
 		return c.hsErr
 	}
 	c.hsDone = true
-	if c.isClient {
-		c.hsErr = c.clientHandshake()
-	} else {
-		c.hsErr = c.serverHandshake()
+	run := func() {
+		if c.isClient {
+			c.hsErr = c.clientHandshake()
+		} else {
+			c.hsErr = c.serverHandshake()
+		}
 	}
+	if c.cfg.Protect != nil {
+		c.hsErr = errors.New("tls12: the handshake crashed")
+		c.cfg.Protect("TLS handshake", run)
+	} else {
+		run()
+	}
+	if r, ok := c.ecKey.(interface{ Release() }); ok {
+		r.Release() // a chip's TempKey, when the handshake failed before using it
+	}
+	c.ecKey = nil
 	if c.hsErr != nil {
 		var a *AlertError
 		if errors.As(c.hsErr, &a) && !a.Received {

@@ -59,6 +59,7 @@ func (s softKey) Shared(peer []byte) ([]byte, error) {
 func (c *Conn) newECDHKey(curve CurveID) (ECDHKey, error) {
 	if c.cfg.Chip != nil && curve == P256 {
 		if k, err := c.cfg.Chip.GenerateECDH(c.cfg.rand()); err == nil {
+			c.ecKey = k
 			return k, nil
 		}
 	}
