@@ -8,7 +8,6 @@ import (
 	"crypto/x509"
 	"encoding/binary"
 	"io"
-	"math/big"
 	"slices"
 
 	"golang.org/x/crypto/cryptobyte"
@@ -20,7 +19,12 @@ func (c *Conn) clientHelloMsg() (*clientHello, []CurveID, []uint16) {
 	ch := &clientHello{version: version12, random: make([]byte, 32), compressions: []byte{0}}
 	binary.BigEndian.PutUint32(ch.random, uint32(cfg.now().Unix()))
 	io.ReadFull(cfg.rand(), ch.random[4:])
-	ch.suites = append(slices.Clone(cfg.suites()), scsvRenegotiation)
+	for _, id := range cfg.suites() {
+		if suiteByID(id) != nil { // the DHE suites of the port's list are not compiled
+			ch.suites = append(ch.suites, id)
+		}
+	}
+	ch.suites = append(ch.suites, scsvRenegotiation)
 
 	var sigAlgs []uint16
 	for _, h := range sigHashes {
@@ -56,9 +60,11 @@ func (c *Conn) clientHelloMsg() (*clientHello, []CurveID, []uint16) {
 	})
 	ch.exts = append(ch.exts,
 		extension{extSupportedGroups, b.BytesOrPanic()},
-		extension{extPointFormats, []byte{1, 0}},
-		extension{extEtM, nil},
-		extension{extEMS, nil})
+		extension{extPointFormats, []byte{1, 0}})
+	if !cfg.NoEncryptThenMAC {
+		ch.exts = append(ch.exts, extension{extEtM, nil})
+	}
+	ch.exts = append(ch.exts, extension{extEMS, nil})
 	return ch, curves, sigAlgs
 }
 
@@ -84,7 +90,10 @@ func (c *Conn) clientHandshake() error {
 	if st == nil || !slices.Contains(cfg.suites(), sh.suite) {
 		return alertf(alertIllegalParameter, "server chose suite %#04x", sh.suite)
 	}
-	etm := sh.etm && !st.gcm
+	if sh.etm && (st.gcm || cfg.NoEncryptThenMAC) {
+		return alertf(alertUnsupportedExtension, "unexpected encrypt_then_mac")
+	}
+	etm := sh.etm
 	c.state.CipherSuite, c.state.SessionID, c.state.ExtendedMaster, c.state.EncryptThenMAC = st.id, sh.sessionID, sh.ems, etm
 	c.state.ServerName = cfg.ServerName
 
@@ -118,8 +127,6 @@ func (c *Conn) clientHandshake() error {
 
 	var ecKey ECDHKey
 	var peerPoint []byte
-	var dhp, dhy *big.Int
-	var dh *dhKey
 	if st.kx.ephemeral() {
 		m, err = c.readHandshake(hsServerKeyExchange)
 		if err != nil {
@@ -127,31 +134,17 @@ func (c *Conn) clientHandshake() error {
 		}
 		s := cryptobyte.String(m[4:])
 		start := s
-		if st.kx == kxDHE_RSA {
-			var p, g, y cryptobyte.String
-			if !s.ReadUint16LengthPrefixed(&p) || !s.ReadUint16LengthPrefixed(&g) || !s.ReadUint16LengthPrefixed(&y) {
-				return alertf(alertDecodeError, "bad ServerKeyExchange")
-			}
-			dhp, dhy = new(big.Int).SetBytes(p), new(big.Int).SetBytes(y)
-			if dhp.BitLen() < 1024 {
-				return alertf(alertInsufficientSecurity, "DHM prime too short: %d bits", dhp.BitLen())
-			}
-			if dh, err = newDHKey(dhp, new(big.Int).SetBytes(g), cfg.rand()); err != nil {
-				return alertf(alertInternalError, "%v", err)
-			}
-		} else {
-			var ct uint8
-			var cv uint16
-			var point cryptobyte.String
-			if !s.ReadUint8(&ct) || ct != 3 || !s.ReadUint16(&cv) || !s.ReadUint8LengthPrefixed(&point) {
-				return alertf(alertDecodeError, "bad ServerKeyExchange")
-			}
-			if !slices.Contains(curves, CurveID(cv)) {
-				return alertf(alertIllegalParameter, "server chose curve %d", cv)
-			}
-			c.state.Curve = CurveID(cv)
-			peerPoint = point
+		var ct uint8
+		var cv uint16
+		var point cryptobyte.String
+		if !s.ReadUint8(&ct) || ct != 3 || !s.ReadUint16(&cv) || !s.ReadUint8LengthPrefixed(&point) {
+			return alertf(alertDecodeError, "bad ServerKeyExchange")
 		}
+		if !slices.Contains(curves, CurveID(cv)) {
+			return alertf(alertIllegalParameter, "server chose curve %d", cv)
+		}
+		c.state.Curve = CurveID(cv)
+		peerPoint = point
 		params := start[:len(start)-len(s)]
 		var h, sig uint8
 		var signature cryptobyte.String
@@ -218,14 +211,6 @@ func (c *Conn) clientHandshake() error {
 		}
 		cke = func(b *cryptobyte.Builder) {
 			b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(ecKey.Public()) })
-		}
-	case kxDHE_RSA:
-		if pms, err = dhShared(dhp, dh.x, dhy); err != nil {
-			return alertf(alertIllegalParameter, "%v", err)
-		}
-		yc := dh.gx.FillBytes(make([]byte, (dhp.BitLen()+7)/8))
-		cke = func(b *cryptobyte.Builder) {
-			b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(yc) })
 		}
 	case kxRSA:
 		pub, ok := peer.PublicKey.(*rsa.PublicKey)

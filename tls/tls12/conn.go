@@ -51,6 +51,11 @@ type Config struct {
 	// discards them.
 	Log *slog.Logger
 
+	// NoEncryptThenMAC turns the encrypt-then-MAC extension off
+	// (mbedtls_ssl_conf_encrypt_then_mac DISABLED). The firmware leaves it
+	// on; see halfConn for what that does to CBC suites.
+	NoEncryptThenMAC bool
+
 	// Protect, when set, runs every handshake (which calls the chip and
 	// the certificate callbacks) under the device's supervisor.
 	Protect func(where string, f func())

@@ -10,10 +10,8 @@ import (
 	"crypto/sha256"
 	"crypto/sha512"
 	"encoding/asn1"
-	"errors"
 	"fmt"
 	"hash"
-	"io"
 	"math/big"
 )
 
@@ -104,35 +102,6 @@ func (c *Conn) staticECDH(key crypto.PrivateKey, peer []byte) ([]byte, error) {
 	return k.ECDH(p)
 }
 
-// RFC 3526 2048-bit MODP group: mbedTLS 2.16's default DHE parameters
-// (MBEDTLS_DHM_RFC3526_MODP_2048_P_BIN, g = 2).
-var dhP, _ = new(big.Int).SetString("FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74020BBEA63B139B22514A08798E3404DDEF9519B3CD3A431B302B0A6DF25F14374FE1356D6D51C245E485B576625E7EC6F44C42E9A637ED6B0BFF5CB6F406B7EDEE386BFB5A899FA5AE9F24117C4B1FE649286651ECE45B3DC2007CB8A163BF0598DA48361C55D39A69163FA8FD24CF5F83655D23DCA3AD961C62F356208552BB9ED529077096966D670C354E4ABC9804F1746C08CA18217C32905E462E36CE3BE39E772C180E86039B2783A2EC07A28FB5C55DF06F4C52C9DE2BCBF6955817183995497CEA956AE515D2261898FA051015728E5A8AACAA68FFFFFFFFFFFFFFFF", 16)
-
-var dhG = big.NewInt(2)
-
-// dhKey is an ephemeral DH key of the 2048-bit group.
-type dhKey struct{ x, gx *big.Int }
-
-func newDHKey(p, g *big.Int, rand io.Reader) (*dhKey, error) {
-	b := make([]byte, len(p.Bytes()))
-	if _, err := io.ReadFull(rand, b); err != nil {
-		return nil, err
-	}
-	x := new(big.Int).SetBytes(b)
-	x.Mod(x, new(big.Int).Sub(p, big.NewInt(3)))
-	x.Add(x, big.NewInt(2))
-	return &dhKey{x: x, gx: new(big.Int).Exp(g, x, p)}, nil
-}
-
-// dhShared checks the peer's value (1 < y < p-1) and computes the secret,
-// without leading zeros as mbedTLS's mbedtls_dhm_calc_secret writes it.
-func dhShared(p, x, y *big.Int) ([]byte, error) {
-	if y.Cmp(big.NewInt(1)) <= 0 || y.Cmp(new(big.Int).Sub(p, big.NewInt(1))) >= 0 {
-		return nil, errors.New("bad DH public value")
-	}
-	return new(big.Int).Exp(y, x, p).Bytes(), nil
-}
-
 // hashFor returns the hash of a TLS hash id.
 func hashFor(id uint8) (crypto.Hash, func() hash.Hash) {
 	switch id {
@@ -199,4 +168,7 @@ func (c *Conn) verifySig(pub crypto.PublicKey, hashID, sigID uint8, dgst, sig []
 	return nil
 }
 
-const alertUnsupportedCert = 43
+const (
+	alertUnsupportedCert      = 43
+	alertUnsupportedExtension = 110
+)

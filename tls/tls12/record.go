@@ -79,6 +79,12 @@ type halfConn struct {
 	etm    bool // encrypt-then-MAC (RFC 7366)
 }
 
+// The fork's ssl_encrypt_buf (ssl_tls.c, encrypt-then-MAC branch) computes
+// the MAC into the record and then copies an uninitialised stack buffer
+// over it: every record it protects with EtM carries garbage instead of
+// its MAC, and the peer answers bad_record_mac. Records sealed here do the
+// same (random bytes for the stack's leftovers); opening is correct.
+
 func (h *halfConn) active() bool { return h.aead != nil || h.block != nil }
 
 func (h *halfConn) setKeys(s *suite, key, macKey, iv []byte, etm bool) {
@@ -137,7 +143,9 @@ func (h *halfConn) seal(typ uint8, p []byte, rand io.Reader) ([]byte, error) {
 		cipher.NewCBCEncrypter(h.block, iv).CryptBlocks(body, body)
 		out := append(iv, body...)
 		if h.etm {
-			out = append(out, h.hmac(h.header(typ, len(out)), out)...)
+			garbage := make([]byte, h.mac().Size())
+			io.ReadFull(rand, garbage)
+			out = append(out, garbage...)
 		}
 		return out, nil
 	}

@@ -9,7 +9,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
-	"math/big"
 	"slices"
 
 	"golang.org/x/crypto/cryptobyte"
@@ -126,7 +125,7 @@ func (c *Conn) serverHandshake() error {
 		sh.exts = append(sh.exts, extension{extMaxFragment, []byte{ch.maxFrag}})
 		c.maxOut = 256 << ch.maxFrag
 	}
-	etm := ch.etm && !st.gcm
+	etm := ch.etm && !st.gcm && !cfg.NoEncryptThenMAC
 	if etm {
 		sh.exts = append(sh.exts, extension{extEtM, nil})
 	}
@@ -145,39 +144,27 @@ func (c *Conn) serverHandshake() error {
 	}
 
 	var ecKey ECDHKey
-	var dh *dhKey
 	if st.kx.ephemeral() {
 		var params []byte
-		if st.kx == kxDHE_RSA {
-			if dh, err = newDHKey(dhP, dhG, cfg.rand()); err != nil {
-				return alertf(alertInternalError, "%v", err)
+		curve := CurveID(0)
+		for _, cv := range cfg.curves() {
+			if slices.Contains(clientCurves, cv) {
+				curve = cv
+				break
 			}
-			var b cryptobyte.Builder
-			for _, v := range []*big.Int{dhP, dhG, dh.gx} {
-				b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(v.Bytes()) })
-			}
-			params = b.BytesOrPanic()
-		} else {
-			curve := CurveID(0)
-			for _, cv := range cfg.curves() {
-				if slices.Contains(clientCurves, cv) {
-					curve = cv
-					break
-				}
-			}
-			if curve == 0 {
-				return alertf(alertHandshakeFailure, "no matching curve for ECDHE")
-			}
-			c.state.Curve = curve
-			if ecKey, err = c.newECDHKey(curve); err != nil {
-				return err
-			}
-			var b cryptobyte.Builder
-			b.AddUint8(3) // named_curve
-			b.AddUint16(uint16(curve))
-			b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(ecKey.Public()) })
-			params = b.BytesOrPanic()
 		}
+		if curve == 0 {
+			return alertf(alertHandshakeFailure, "no matching curve for ECDHE")
+		}
+		c.state.Curve = curve
+		if ecKey, err = c.newECDHKey(curve); err != nil {
+			return err
+		}
+		var b cryptobyte.Builder
+		b.AddUint8(3) // named_curve
+		b.AddUint16(uint16(curve))
+		b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(ecKey.Public()) })
+		params = b.BytesOrPanic()
 		sig := st.kx.sigAlg()
 		h := sigHash[sig]
 		signer, ok := key.(crypto.Signer)
@@ -257,14 +244,6 @@ func (c *Conn) serverHandshake() error {
 		if err != nil {
 			return asAlert(err, alertIllegalParameter)
 		}
-	case kxDHE_RSA:
-		var y cryptobyte.String
-		if !body.ReadUint16LengthPrefixed(&y) || !body.Empty() {
-			return alertf(alertDecodeError, "bad ClientKeyExchange")
-		}
-		if pms, err = dhShared(dhP, dh.x, new(big.Int).SetBytes(y)); err != nil {
-			return alertf(alertIllegalParameter, "%v", err)
-		}
 	case kxRSA:
 		var enc cryptobyte.String
 		if !body.ReadUint16LengthPrefixed(&enc) || !body.Empty() {
@@ -338,7 +317,7 @@ func (k kx) sigAlg() uint8 {
 	switch k {
 	case kxECDHE_ECDSA:
 		return sigECDSA
-	case kxECDHE_RSA, kxDHE_RSA:
+	case kxECDHE_RSA:
 		return sigRSA
 	}
 	return 0

@@ -1,8 +1,10 @@
 // Package tls12 is a TLS 1.2 client and server written after mbedTLS 2.16
-// as the Mongoose OS firmware builds it: the port's cipher suites (ECDHE,
-// DHE, static ECDH and RSA key exchanges with AES-128 GCM or CBC), the
-// curves of the Cesanta fork in its order, extended master secret,
-// encrypt-then-MAC and a 32-byte session id that is never resumed.
+// as the Mongoose OS firmware builds it (the Cesanta fork, 2.16.11-cesanta):
+// the port's cipher suites that the fork compiles (ECDHE, static ECDH and
+// RSA key exchanges with AES-128 GCM or CBC; the port lists DHE-RSA too,
+// but the fork's config.h leaves that key exchange out), its curves in its
+// order, extended master secret, a 32-byte session id that is never
+// resumed, and the fork's encrypt-then-MAC bug (see halfConn.etmBug).
 //
 // It exists because crypto/tls cannot hand its ephemeral key exchange to a
 // crypto chip: with an ATECC608A on the bus, mbedTLS generates the ECDHE key
@@ -36,7 +38,8 @@ const (
 )
 
 // PortSuites is mg_s_cipher_list of the Mongoose OS mbedTLS port
-// (mgos_ssl_if_mbedtls.c) for the ESP32, in its order.
+// (mgos_ssl_if_mbedtls.c) for the ESP32, in its order. The DHE-RSA suites
+// in it are not compiled into the fork: they are never offered or chosen.
 var PortSuites = []uint16{
 	ECDHE_ECDSA_AES128_GCM_SHA256, ECDHE_ECDSA_AES128_CBC_SHA256,
 	ECDHE_RSA_AES128_GCM_SHA256, ECDHE_RSA_AES128_CBC_SHA256,
@@ -98,12 +101,16 @@ const (
 )
 
 // ephemeral reports key exchanges with a ServerKeyExchange.
-func (k kx) ephemeral() bool { return k == kxECDHE_ECDSA || k == kxECDHE_RSA || k == kxDHE_RSA }
+func (k kx) ephemeral() bool { return k == kxECDHE_ECDSA || k == kxECDHE_RSA }
 
 // usesEC reports key exchanges that need the client's supported curves.
 func (k kx) usesEC() bool {
 	return k == kxECDHE_ECDSA || k == kxECDHE_RSA || k == kxECDH_ECDSA || k == kxECDH_RSA
 }
+
+// compiled reports key exchanges the fork's config.h enables
+// (MBEDTLS_KEY_EXCHANGE_DHE_RSA_ENABLED is not).
+func (k kx) compiled() bool { return k != kxDHE_RSA }
 
 // certKey is the key the server's certificate must hold: "ec" or "rsa".
 func (k kx) certKey() string {
@@ -141,9 +148,10 @@ var suites = []suite{
 	{RSA_AES128_CBC_SHA, "TLS-RSA-WITH-AES-128-CBC-SHA", kxRSA, false, sha1.New, 20},
 }
 
+// suiteByID returns a suite the fork compiles, or nil.
 func suiteByID(id uint16) *suite {
 	for i := range suites {
-		if suites[i].id == id {
+		if suites[i].id == id && suites[i].kx.compiled() {
 			return &suites[i]
 		}
 	}
@@ -152,8 +160,10 @@ func suiteByID(id uint16) *suite {
 
 // SuiteName returns mbedTLS's name of a suite id ("TLS-ECDHE-ECDSA-WITH-...").
 func SuiteName(id uint16) string {
-	if s := suiteByID(id); s != nil {
-		return s.name
+	for _, s := range suites {
+		if s.id == id {
+			return s.name
+		}
 	}
 	return "unknown"
 }

@@ -173,8 +173,8 @@ func TestInteropWithCryptoTLS(t *testing.T) {
 	}
 }
 
-// TestOwnSuites: the suites crypto/tls lacks (DHE, static ECDH), between
-// our client and our server, with every curve.
+// TestOwnSuites: the suites crypto/tls lacks (static ECDH), between our
+// client and our server, with every curve.
 func TestOwnSuites(t *testing.T) {
 	ca := issue(t, "CA", nil, false, true)
 	ecSrv := issue(t, "device.local", ca, false, false)
@@ -186,8 +186,6 @@ func TestOwnSuites(t *testing.T) {
 		cert   *testCert
 		curves []CurveID
 	}{
-		{DHE_RSA_AES128_GCM_SHA256, rsaSrv, nil},
-		{DHE_RSA_AES128_CBC_SHA256, rsaSrv, nil},
 		{ECDH_ECDSA_AES128_GCM_SHA256, ecSrv, nil},
 		{ECDH_ECDSA_AES128_CBC_SHA256, ecSrv, nil},
 		{ECDH_ECDSA_AES128_CBC_SHA, ecSrv, nil},
@@ -200,7 +198,7 @@ func TestOwnSuites(t *testing.T) {
 		t.Run(SuiteName(tc.suite), func(t *testing.T) {
 			var st ConnectionState
 			err := pair(t, func(c net.Conn) net.Conn {
-				return Client(c, &Config{Suites: []uint16{tc.suite}, Curves: tc.curves})
+				return Client(c, &Config{Suites: []uint16{tc.suite}, Curves: tc.curves, NoEncryptThenMAC: true})
 			}, func(c net.Conn) net.Conn {
 				s := Server(c, &Config{Certificate: &tc.cert.tls})
 				if s.Handshake() == nil {
@@ -246,5 +244,31 @@ func TestServerChoice(t *testing.T) {
 	}
 	if _, err := dial(&tls.Config{MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256}}); err == nil {
 		t.Error("ChaCha20 only: connected")
+	}
+}
+
+// TestEncryptThenMACBug: with a CBC suite and encrypt-then-MAC, the fork
+// sends garbage MACs, so its own client and server cannot finish a
+// handshake; DHE suites are not compiled, so a DHE-only peer gets
+// handshake_failure.
+func TestEncryptThenMACBug(t *testing.T) {
+	ecSrv := issue(t, "device.local", nil, false, false)
+	rsaSrv := issue(t, "device.local", nil, true, false)
+	for _, tc := range []struct {
+		suite uint16
+		cert  *testCert
+		alert uint8
+	}{
+		{ECDHE_ECDSA_AES128_CBC_SHA256, ecSrv, alertBadRecordMAC},
+		{RSA_AES128_CBC_SHA, rsaSrv, alertBadRecordMAC},
+		{DHE_RSA_AES128_GCM_SHA256, rsaSrv, alertHandshakeFailure},
+	} {
+		err := pair(t, func(c net.Conn) net.Conn {
+			return Client(c, &Config{Suites: []uint16{tc.suite, ECDHE_ECDSA_AES128_CBC_SHA256}[:1]})
+		}, func(c net.Conn) net.Conn { return Server(c, &Config{Certificate: &tc.cert.tls}) })
+		var a *AlertError
+		if !errors.As(err, &a) || a.Desc != tc.alert {
+			t.Errorf("%s: %v, want alert %d", SuiteName(tc.suite), err, tc.alert)
+		}
 	}
 }
