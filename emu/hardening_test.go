@@ -492,7 +492,7 @@ func TestSupervisorCoversTLSCallbacks(t *testing.T) {
 	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &srvKey.PublicKey, srvKey)
 	c1, c2 := net.Pipe()
 	go tls.Server(c1, &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: srvKey}}}).Handshake()
-	cli := tls12.Client(c2, &tls12.Config{Protect: d.protect, VerifyPeerCertificate: func([][]byte) error { panic("verifier bug") }})
+	cli := tls12.Client(c2, &tls12.Config{Protect: d.protect, VerifyPeerCertificate: func([][]byte) ([]*x509.Certificate, error) { panic("verifier bug") }})
 	if err := cli.Handshake(); err == nil {
 		t.Fatal("a crashed verification passed")
 	}

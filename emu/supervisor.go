@@ -138,4 +138,3 @@ func (s supervisedSigner) Sign(rand io.Reader, digest []byte, opts crypto.Signer
 	s.d.protect("TLS signature", func() { sig, err = s.s.Sign(rand, digest, opts) })
 	return sig, err
 }
-

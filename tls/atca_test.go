@@ -147,7 +147,7 @@ func TestATCAKeyECDHEOnTheChip(t *testing.T) {
 	defer hold.Close()
 	stop := make(chan struct{})
 	defer close(stop)
-	go tls12.Client(hold, &tls12.Config{VerifyPeerCertificate: func([][]byte) error { <-stop; return nil }}).Handshake()
+	go tls12.Client(hold, &tls12.Config{VerifyPeerCertificate: func([][]byte) ([]*x509.Certificate, error) { <-stop; return nil, nil }}).Handshake()
 	waitLog(t, &lb, 2, "ATCA:16 ECDH gen pubkey ok")
 	c = dial()
 	c.Close()

@@ -188,8 +188,7 @@ func ClientConfig(fsys afero.Fs, certFile, keyFile, caFile, serverName string, o
 		if _, err := fsys.Stat(caFile); err != nil {
 			return nil, fmt.Errorf("failed to read %s: %w", caFile, err)
 		}
-		v := onDemandVerifier(fsys, caFile, serverName, o.RAM)
-		cfg.VerifyPeerCertificate = func(raw [][]byte) error { return v(raw, nil) }
+		cfg.VerifyPeerCertificate = onDemandVerifier(fsys, caFile, serverName, o.RAM)
 	}
 	if certFile != "" {
 		c, err := keyPair(fsys, certFile, keyFile, o.ATCA)

@@ -7,6 +7,7 @@ import (
 	"crypto/subtle"
 	"crypto/x509"
 	"encoding/binary"
+	"errors"
 	"io"
 	"slices"
 
@@ -108,10 +109,14 @@ func (c *Conn) clientHandshake() error {
 	var peer *x509.Certificate
 	switch {
 	case cfg.VerifyPeerCertificate != nil:
-		if err := cfg.VerifyPeerCertificate(chain); err != nil {
-			return asAlert(err, alertBadCertificate)
+		var verified []*x509.Certificate
+		if verified, err = cfg.VerifyPeerCertificate(chain); err == nil && len(verified) > 0 {
+			if err = c.chipCheckChain(verified); err == nil {
+				peer = verified[0]
+			}
+		} else if err == nil {
+			err = errors.New("no verified chain")
 		}
-		peer, err = x509.ParseCertificate(chain[0])
 	case cfg.RootCAs != nil:
 		peer, err = c.verifyChain(chain, cfg.RootCAs, cfg.ServerName, x509.ExtKeyUsageServerAuth)
 	default:

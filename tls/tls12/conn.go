@@ -35,9 +35,10 @@ type Config struct {
 	// ServerName is the client's SNI. RootCAs or VerifyPeerCertificate,
 	// when set, verify the server's chain; without both the client does not
 	// verify the server (Mongoose OS without ssl_ca_cert).
+	// VerifyPeerCertificate returns the verified chain, leaf to root.
 	ServerName            string
 	RootCAs               *x509.CertPool
-	VerifyPeerCertificate func(rawCerts [][]byte) error
+	VerifyPeerCertificate func(rawCerts [][]byte) ([]*x509.Certificate, error)
 
 	// Chip, when set, is the crypto chip mbedTLS offloads P-256 ECDH and
 	// ECDSA verification to (MBEDTLS_ECP_ATCA with the chip available);
@@ -221,7 +222,7 @@ func (c *Conn) readRecord() (uint8, []byte, error) {
 		return 0, nil, err
 	}
 	if err := c.fill(5); err != nil {
-		return fail(err)
+		return 0, nil, c.ioError(err)
 	}
 	typ, ver, n := c.rawIn[0], int(c.rawIn[1])<<8|int(c.rawIn[2]), int(c.rawIn[3])<<8|int(c.rawIn[4])
 	if typ < recordCCS || typ > recordAppData {
@@ -234,7 +235,7 @@ func (c *Conn) readRecord() (uint8, []byte, error) {
 		return fail(alertf(alertRecordOverflow, "record of %d bytes", n))
 	}
 	if err := c.fill(5 + n); err != nil {
-		return fail(err)
+		return 0, nil, c.ioError(err)
 	}
 	body := c.rawIn[5 : 5+n]
 	c.rawIn = c.rawIn[5+n:]
@@ -246,6 +247,18 @@ func (c *Conn) readRecord() (uint8, []byte, error) {
 		return fail(alertf(alertRecordOverflow, "plaintext of %d bytes", len(p)))
 	}
 	return typ, p, nil
+}
+
+// ioError records a read error: a deadline is not fatal (net/http sets
+// one in the past to stop its background read before a WebSocket
+// hijack); bytes read so far stay buffered for the next call.
+func (c *Conn) ioError(err error) error {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return err
+	}
+	c.readErr = err
+	return err
 }
 
 // fill reads from the connection until n raw bytes are buffered.

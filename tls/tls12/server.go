@@ -338,12 +338,15 @@ func (c *Conn) verifyChain(chain [][]byte, roots *x509.CertPool, name string, us
 	for _, ic := range certs[1:] {
 		inter.AddCert(ic)
 	}
-	_, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, DNSName: name,
+	chains, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, DNSName: name,
 		CurrentTime: c.cfg.now(), KeyUsages: []x509.ExtKeyUsage{usage}})
 	var ci x509.CertificateInvalidError
 	var ua x509.UnknownAuthorityError
 	switch {
 	case err == nil:
+		if err := c.chipCheckChain(chains[0]); err != nil {
+			return nil, err
+		}
 		return certs[0], nil
 	case errors.As(err, &ci) && ci.Reason == x509.Expired:
 		return nil, alertf(45, "%v", err) // certificate_expired
@@ -360,4 +363,24 @@ func asAlert(err error, desc uint8) error {
 		return err
 	}
 	return alertf(desc, "%v", err)
+}
+
+// chipCheckChain redoes, on the chip, the P-256 ECDSA-with-SHA-256
+// signature checks of a verified chain (leaf first), as mbedTLS's x509
+// verification does through ecdsa_atca_verify when the chip is available.
+func (c *Conn) chipCheckChain(chain []*x509.Certificate) error {
+	if c.cfg.Chip == nil {
+		return nil
+	}
+	for i := 0; i+1 < len(chain); i++ {
+		child, parent := chain[i], chain[i+1]
+		pub, ok := parent.PublicKey.(*ecdsa.PublicKey)
+		if !ok || child.SignatureAlgorithm != x509.ECDSAWithSHA256 || curveOf(pub) != P256 {
+			continue
+		}
+		if err := c.verifySig(pub, hashSHA256, sigECDSA, sha256Of(child.RawTBSCertificate), child.Signature); err != nil {
+			return alertf(alertBadCertificate, "certificate signature: %v", err)
+		}
+	}
+	return nil
 }
