@@ -14,9 +14,15 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"math/big"
+	"net"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/mosemu/mosemu/mqtt"
+	"github.com/mosemu/mosemu/rpc/client"
 )
 
 // provisioningConfig is a config zone for the walkthrough: slot 0 an ECC
@@ -29,6 +35,22 @@ func provisioningConfig(blank []byte) []byte {
 	binary.LittleEndian.PutUint16(cfg[20+8:], 0x8F8F) // slot 4: secret, never written after lock
 	binary.LittleEndian.PutUint16(cfg[96+8:], 0x001C) // other data
 	return cfg
+}
+
+// provisionATCA does the seed's provisioning over RPC: set-config, lock
+// config, set the write key (slot 4), lock data, set the ECC key (slot 0)
+// with an encrypted PrivWrite. It returns the slot 0 key and the write key.
+func provisionATCA(t *testing.T, c *client.Client, blank []byte) (*ecdsa.PrivateKey, []byte) {
+	t.Helper()
+	call(t, c, "ATCA.SetConfig", map[string]any{"config": provisioningConfig(blank)})
+	call(t, c, "ATCA.LockZone", map[string]any{"zone": 0})
+	writeKey := make([]byte, 32)
+	rand.Read(writeKey)
+	call(t, c, "ATCA.SetKey", map[string]any{"slot": 4, "key": writeKey})
+	call(t, c, "ATCA.LockZone", map[string]any{"zone": 1})
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	call(t, c, "ATCA.SetKey", map[string]any{"slot": 0, "ecc": true, "key": key.D.FillBytes(make([]byte, 32)), "wkey": writeKey, "wkslot": 4})
+	return key, writeKey
 }
 
 // TestATCAProvisioningWalkthrough follows the seed: set-config, lock
@@ -55,21 +77,12 @@ func TestATCAProvisioningWalkthrough(t *testing.T) {
 	if _, err := c.Call(ctx, "ATCA.GenKey", map[string]any{"slot": 0}); err == nil || !strings.Contains(err.Error(), "0xf4") {
 		t.Fatalf("GenKey on a blank chip: %v", err)
 	}
-	call(t, c, "ATCA.SetConfig", map[string]any{"config": provisioningConfig(gc.Config)})
-	call(t, c, "ATCA.LockZone", map[string]any{"zone": 0})
-	writeKey := make([]byte, 32)
-	rand.Read(writeKey)
-	call(t, c, "ATCA.SetKey", map[string]any{"slot": 4, "key": writeKey})
-	call(t, c, "ATCA.LockZone", map[string]any{"zone": 1})
-
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	scalar := key.D.FillBytes(make([]byte, 32))
+	key, writeKey := provisionATCA(t, c, gc.Config)
 	wrong := append([]byte(nil), writeKey...)
 	wrong[0] ^= 1
-	if _, err := c.Call(ctx, "ATCA.SetKey", map[string]any{"slot": 0, "ecc": true, "key": scalar, "wkey": wrong, "wkslot": 4}); err == nil || !strings.Contains(err.Error(), "0xd1") {
+	if _, err := c.Call(ctx, "ATCA.SetKey", map[string]any{"slot": 0, "ecc": true, "key": key.D.FillBytes(make([]byte, 32)), "wkey": wrong, "wkslot": 4}); err == nil || !strings.Contains(err.Error(), "0xd1") {
 		t.Fatalf("SetKey with the wrong write key: %v", err)
 	}
-	call(t, c, "ATCA.SetKey", map[string]any{"slot": 0, "ecc": true, "key": scalar, "wkey": writeKey, "wkslot": 4})
 	var pk struct{ Pubkey []byte }
 	json.Unmarshal(call(t, c, "ATCA.GetPubKey", map[string]any{"slot": 0}), &pk)
 	want := append(key.X.FillBytes(make([]byte, 32)), key.Y.FillBytes(make([]byte, 32))...)
@@ -136,5 +149,76 @@ func TestATCAProvisioningWalkthrough(t *testing.T) {
 			t.Fatalf("%q missing or out of order:\n%s", line, log)
 		}
 		at = i
+	}
+}
+
+// TestMQTTTLSWithATCAKey: mqtt.ssl_key=ATCA:0 (AWS IoT style). The device,
+// a TLS client with the chip, offers only P-256 and SHA-256 ECDSA; the
+// broker's certificate and ServerKeyExchange are verified by the chip, the
+// ECDHE runs in TempKey and the CertificateVerify is signed in slot 0.
+func TestMQTTTLSWithATCAKey(t *testing.T) {
+	dir := t.TempDir()
+	d := startDevice(t, dir, false)
+	c := dial(t, "ws://"+d.HTTPAddr()+"/rpc")
+	call(t, c, "Config.Set", map[string]any{"config": map[string]any{"sys": map[string]any{"atca": map[string]any{"enable": true}},
+		"i2c": map[string]any{"enable": true}}, "save": true})
+	if err := d.Reboot(); err != nil {
+		t.Fatal(err)
+	}
+	c = dial(t, "ws://"+d.HTTPAddr()+"/rpc")
+	var gc struct{ Config []byte }
+	json.Unmarshal(call(t, c, "ATCA.GetConfig", nil), &gc)
+	key, _ := provisionATCA(t, c, gc.Config)
+
+	ca := issue(t, "Broker CA", nil, true)
+	srv := issue(t, "localhost", ca, false)
+	devDER, _ := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(9), Subject: pkix.Name{CommonName: "device"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}, ca.cert, &key.PublicKey, ca.key)
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.cert)
+	var hello *tls.ClientHelloInfo
+	var mu sync.Mutex
+	b, err := mqtt.StartBroker("127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{srv.tlsCert()}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert,
+		GetConfigForClient: func(h *tls.ClientHelloInfo) (*tls.Config, error) { mu.Lock(); hello = h; mu.Unlock(); return nil, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	_, port, _ := net.SplitHostPort(b.Addr())
+	for n, data := range map[string][]byte{"ca.pem": []byte(ca.pem), "device.pem": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: devDER})} {
+		call(t, c, "FS.Put", map[string]any{"filename": n, "data": base64.StdEncoding.EncodeToString(data)})
+	}
+	call(t, c, "Config.Set", map[string]any{"config": map[string]any{"mqtt": map[string]any{
+		"enable": true, "server": "localhost:" + port, "ssl_ca_cert": "ca.pem", "ssl_cert": "device.pem", "ssl_key": "ATCA:0",
+		"reconnect_timeout_min": 0.2}}, "save": true})
+	d.Close()
+	var con syncBuffer
+	d2, err := New(Options{StateDir: dir, HTTPAddr: "127.0.0.1:0", Seed: 42, Console: &con})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d2.Close()
+	if err := d2.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitMQTT(t, d2, true)
+	mu.Lock()
+	curves, sigs := hello.SupportedCurves, hello.SignatureSchemes
+	mu.Unlock()
+	if len(curves) != 1 || curves[0] != tls.CurveP256 || slices.Contains(sigs, tls.ECDSAWithP384AndSHA384) || !slices.Contains(sigs, tls.ECDSAWithP256AndSHA256) {
+		t.Errorf("ClientHello with the chip: curves %v, signature schemes %v", curves, sigs)
+	}
+	log := con.String()
+	at := -1
+	for _, line := range []string{"ATCA ECDSA verify ok, verified", "ATCA:16 ECDH gen pubkey ok", "ATCA:16 ECDH ok", "ATCA:0 ECDSA sign ok"} {
+		i := strings.Index(log[max(at, 0):], line)
+		if i < 0 {
+			t.Fatalf("%q missing or out of order:\n%s", line, log)
+		}
+		at = max(at, 0) + i
+	}
+	// The certificate (by the broker CA) and the ServerKeyExchange: two chip verifications.
+	if n := strings.Count(log, "ATCA ECDSA verify ok, verified"); n != 2 {
+		t.Errorf("%d chip verifications:\n%s", n, log)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/binary"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
@@ -31,6 +32,13 @@ import (
 // (external signing) and slots 2 and 3 set up for ECDH, as the Mongoose
 // OS ATECC608A guide configures them.
 func chipWithKey(t testing.TB) (*atcahost.Driver, *ecdsa.PrivateKey) {
+	d, keys := chipWithKeys(t, map[int]uint16{0: 0x81})
+	return d, keys[0]
+}
+
+// chipWithKeys is chipWithKey with ECC keys in the slots of keySlots, each
+// with its SlotConfig.
+func chipWithKeys(t testing.TB, keySlots map[int]uint16) (*atcahost.Driver, map[int]*ecdsa.PrivateKey) {
 	bus := i2c.NewBus()
 	bus.Attach(0x60, atca.NewBlank(7))
 	d := atcahost.New(bus, 0x60)
@@ -38,21 +46,26 @@ func chipWithKey(t testing.TB) (*atcahost.Driver, *ecdsa.PrivateKey) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg[20] = 0x81
 	for _, slot := range []int{2, 3} {
 		binary.LittleEndian.PutUint16(cfg[20+2*slot:], 0x2087) // ECC, ext sign + ECDH, GenKey allowed
+	}
+	for slot, sc := range keySlots {
+		binary.LittleEndian.PutUint16(cfg[20+2*slot:], sc)
 	}
 	if err := d.WriteConfig(cfg); err != nil || d.LockZone(0) != nil {
 		t.Fatal("config", err)
 	}
-	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err := d.PrivWrite(0, k.D.FillBytes(make([]byte, 32)), nil, 0); err != nil {
-		t.Fatal(err)
+	keys := map[int]*ecdsa.PrivateKey{}
+	for slot := range keySlots {
+		keys[slot], _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err := d.PrivWrite(slot, keys[slot].D.FillBytes(make([]byte, 32)), nil, 0); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := d.LockZone(1); err != nil {
 		t.Fatal(err)
 	}
-	return d, k
+	return d, keys
 }
 
 type logBuf struct {
@@ -199,3 +212,33 @@ func BenchmarkHandshakeSoftwareKey(b *testing.B) { handshakeBench(b, false) }
 // BenchmarkHandshakeATCAKey is the same handshake with the chip signing
 // (ATCA:0) and doing the ECDHE.
 func BenchmarkHandshakeATCAKey(b *testing.B) { handshakeBench(b, true) }
+
+// TestStaticECDHUsesSlot0: with a static-ECDH suite and an ATCA:N key the
+// fork computes the premaster secret with slot 0 whatever N is
+// (mbedtls_ecdh_get_params_pk: "ctx->atca_slot = 0; // TODO"): ATCA:0
+// works, ATCA:1 fails the handshake although slot 1 holds the
+// certificate's key.
+func TestStaticECDHUsesSlot0(t *testing.T) {
+	d, keys := chipWithKeys(t, map[int]uint16{0: 0x87, 1: 0x87}) // ECC, signing and ECDH
+	for _, tc := range []struct {
+		slot int
+		ok   bool
+	}{{0, true}, {1, false}} {
+		var lb logBuf
+		log := slog.New(slog.NewTextHandler(&lb, nil))
+		fs := afero.NewMemMapFs()
+		o := atcaServer(t, d, keys[tc.slot], "", log, "", fs)
+		cfg, err := ServerConfig(fs, "cert.pem", fmt.Sprintf("ATCA:%d", tc.slot), "", o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c1, c2 := net.Pipe()
+		go NewListener(nil, cfg).(*tlsListener).serve(c1)
+		cl := tls12.Client(c2, &tls12.Config{Suites: []uint16{tls12.ECDH_ECDSA_AES128_GCM_SHA256}})
+		err = cl.Handshake()
+		c1.Close()
+		if (err == nil) != tc.ok || !strings.Contains(lb.String(), "ATCA:0 ECDH ok") {
+			t.Errorf("ATCA:%d: %v\n%s", tc.slot, err, lb.String())
+		}
+	}
+}

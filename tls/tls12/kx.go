@@ -78,10 +78,9 @@ func (c *Conn) newECDHKey(curve CurveID) (ECDHKey, error) {
 // staticECDH is the premaster secret of the static ECDH suites: the
 // server's certificate key with the client's point.
 func (c *Conn) staticECDH(key crypto.PrivateKey, peer []byte) ([]byte, error) {
-	if ck, ok := key.(ChipKey); ok && c.cfg.Chip != nil {
+	if ck, ok := key.(ChipKey); ok && ck.ChipSlot() >= 0 && c.cfg.Chip != nil {
 		// mbedtls_ecdh_get_params_pk: "ctx->atca_slot = 0; // TODO": the
 		// chip computes with slot 0 whatever N of ATCA:N is.
-		_ = ck
 		return c.cfg.Chip.SlotECDH(0, peer)
 	}
 	ek, ok := key.(*ecdsa.PrivateKey)
