@@ -53,11 +53,10 @@ func provisionATCA(t *testing.T, c *client.Client, blank []byte) (*ecdsa.Private
 	return key, writeKey
 }
 
-// TestATCAProvisioningWalkthrough follows the seed: set-config, lock
-// config, set the write key (slot 4), lock data, set the ECC key (slot 0)
-// with an encrypted PrivWrite, then get-pub-key and sign.
-func TestATCAProvisioningWalkthrough(t *testing.T) {
-	dir := t.TempDir()
+// atcaDevice starts a device in dir with the chip on the bus (sys.atca and
+// i2c enabled) and returns it, an RPC client and the chip's config zone.
+func atcaDevice(t *testing.T, dir string) (*Device, *client.Client, []byte) {
+	t.Helper()
 	d := startDevice(t, dir, false)
 	c := dial(t, "ws://"+d.HTTPAddr()+"/rpc")
 	call(t, c, "Config.Set", map[string]any{"config": map[string]any{"sys": map[string]any{"atca": map[string]any{"enable": true}},
@@ -68,8 +67,17 @@ func TestATCAProvisioningWalkthrough(t *testing.T) {
 	c = dial(t, "ws://"+d.HTTPAddr()+"/rpc")
 	var gc struct{ Config []byte }
 	json.Unmarshal(call(t, c, "ATCA.GetConfig", nil), &gc)
-	if len(gc.Config) != 128 || gc.Config[87] != 0x55 || binary.BigEndian.Uint16(gc.Config[6:]) != 0x6002 {
-		t.Fatalf("blank config %x", gc.Config)
+	return d, c, gc.Config
+}
+
+// TestATCAProvisioningWalkthrough follows the seed: set-config, lock
+// config, set the write key (slot 4), lock data, set the ECC key (slot 0)
+// with an encrypted PrivWrite, then get-pub-key and sign.
+func TestATCAProvisioningWalkthrough(t *testing.T) {
+	dir := t.TempDir()
+	d, c, blank := atcaDevice(t, dir)
+	if len(blank) != 128 || blank[87] != 0x55 || binary.BigEndian.Uint16(blank[6:]) != 0x6002 {
+		t.Fatalf("blank config %x", blank)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -77,7 +85,7 @@ func TestATCAProvisioningWalkthrough(t *testing.T) {
 	if _, err := c.Call(ctx, "ATCA.GenKey", map[string]any{"slot": 0}); err == nil || !strings.Contains(err.Error(), "0xf4") {
 		t.Fatalf("GenKey on a blank chip: %v", err)
 	}
-	key, writeKey := provisionATCA(t, c, gc.Config)
+	key, writeKey := provisionATCA(t, c, blank)
 	wrong := append([]byte(nil), writeKey...)
 	wrong[0] ^= 1
 	if _, err := c.Call(ctx, "ATCA.SetKey", map[string]any{"slot": 0, "ecc": true, "key": key.D.FillBytes(make([]byte, 32)), "wkey": wrong, "wkslot": 4}); err == nil || !strings.Contains(err.Error(), "0xd1") {
@@ -158,17 +166,8 @@ func TestATCAProvisioningWalkthrough(t *testing.T) {
 // ECDHE runs in TempKey and the CertificateVerify is signed in slot 0.
 func TestMQTTTLSWithATCAKey(t *testing.T) {
 	dir := t.TempDir()
-	d := startDevice(t, dir, false)
-	c := dial(t, "ws://"+d.HTTPAddr()+"/rpc")
-	call(t, c, "Config.Set", map[string]any{"config": map[string]any{"sys": map[string]any{"atca": map[string]any{"enable": true}},
-		"i2c": map[string]any{"enable": true}}, "save": true})
-	if err := d.Reboot(); err != nil {
-		t.Fatal(err)
-	}
-	c = dial(t, "ws://"+d.HTTPAddr()+"/rpc")
-	var gc struct{ Config []byte }
-	json.Unmarshal(call(t, c, "ATCA.GetConfig", nil), &gc)
-	key, _ := provisionATCA(t, c, gc.Config)
+	d, c, blank := atcaDevice(t, dir)
+	key, _ := provisionATCA(t, c, blank)
 
 	ca := issue(t, "Broker CA", nil, true)
 	srv := issue(t, "localhost", ca, false)

@@ -19,16 +19,19 @@ import (
 // The fixtures in ../testdata/mbedtls216 are handshakes of the Mongoose OS
 // mbedTLS fork recorded on the wire (see its README.txt).
 type fixture struct {
-	Name, MbedtlsRole, MbedtlsCmd string
-	HandshakeOK                   bool
-	Records                       []struct {
-		Dir  string
-		Type int
-		Hex  string
-	}
+	Name        string `json:"name"`
+	MbedtlsRole string `json:"mbedtls_role"`
+	MbedtlsCmd  string `json:"mbedtls_cmd"`
+	PeerCmd     string `json:"peer_cmd"`
+	HandshakeOK bool   `json:"handshake_ok"`
+	Records     []struct {
+		Dir  string `json:"dir"`
+		Type int    `json:"type"`
+		Hex  string `json:"hex"`
+	} `json:"records"`
 }
 
-func loadFixtures(t *testing.T, glob string) []fixture {
+func loadFixtures(t testing.TB, glob string) []fixture {
 	t.Helper()
 	files, _ := filepath.Glob(filepath.Join("..", "testdata", "mbedtls216", glob))
 	if len(files) == 0 {
@@ -40,27 +43,9 @@ func loadFixtures(t *testing.T, glob string) []fixture {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var raw struct {
-			Name        string `json:"name"`
-			MbedtlsRole string `json:"mbedtls_role"`
-			MbedtlsCmd  string `json:"mbedtls_cmd"`
-			HandshakeOK bool   `json:"handshake_ok"`
-			Records     []struct {
-				Dir  string `json:"dir"`
-				Type int    `json:"type"`
-				Hex  string `json:"hex"`
-			} `json:"records"`
-		}
-		if err := json.Unmarshal(b, &raw); err != nil {
+		var fx fixture
+		if err := json.Unmarshal(b, &fx); err != nil {
 			t.Fatal(f, err)
-		}
-		fx := fixture{Name: raw.Name, MbedtlsRole: raw.MbedtlsRole, MbedtlsCmd: raw.MbedtlsCmd, HandshakeOK: raw.HandshakeOK}
-		for _, r := range raw.Records {
-			fx.Records = append(fx.Records, struct {
-				Dir  string
-				Type int
-				Hex  string
-			}{r.Dir, r.Type, r.Hex})
 		}
 		out = append(out, fx)
 	}

@@ -1,54 +1,24 @@
-package devtls
+package tls12
 
 import (
 	"crypto/tls"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
-	"os"
-	"path/filepath"
 	"testing"
 )
-
-// mbedFixture is one handshake recorded against the Mongoose OS fork of
-// mbedTLS 2.16 (see testdata/mbedtls216/README.txt).
-type mbedFixture struct {
-	Name        string `json:"name"`
-	Role        string `json:"mbedtls_role"`
-	MbedCmd     string `json:"mbedtls_cmd"`
-	PeerCmd     string `json:"peer_cmd"`
-	Suite       string `json:"negotiated_suite"`
-	HandshakeOK bool   `json:"handshake_ok"`
-	Records     []struct {
-		Dir  string `json:"dir"`
-		Type int    `json:"type"`
-		Hex  string `json:"hex"`
-	} `json:"records"`
-}
 
 // TestMbedTLS216FixturesWellFormed checks that every recorded handshake
 // decodes as TLS 1.2 records: a ClientHello first, then either a ServerHello
 // (version 0x0303) or a fatal alert from the server.
 func TestMbedTLS216FixturesWellFormed(t *testing.T) {
-	files, err := filepath.Glob("testdata/mbedtls216/*.json")
-	if err != nil {
-		t.Fatal(err)
+	fixtures := loadFixtures(t, "*.json")
+	if len(fixtures) < 20 {
+		t.Fatalf("found %d fixtures, want at least 20", len(fixtures))
 	}
-	if len(files) < 20 {
-		t.Fatalf("found %d fixtures, want at least 20", len(files))
-	}
-	for _, f := range files {
-		t.Run(filepath.Base(f), func(t *testing.T) {
-			b, err := os.ReadFile(f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var fx mbedFixture
-			if err := json.Unmarshal(b, &fx); err != nil {
-				t.Fatal(err)
-			}
-			if fx.Role != "server" && fx.Role != "client" || fx.MbedCmd == "" || fx.PeerCmd == "" {
-				t.Fatalf("bad header: role %q, mbedtls_cmd %q, peer_cmd %q", fx.Role, fx.MbedCmd, fx.PeerCmd)
+	for _, fx := range fixtures {
+		t.Run(fx.Name, func(t *testing.T) {
+			if fx.MbedtlsRole != "server" && fx.MbedtlsRole != "client" || fx.MbedtlsCmd == "" || fx.PeerCmd == "" {
+				t.Fatalf("bad header: role %q, mbedtls_cmd %q, peer_cmd %q", fx.MbedtlsRole, fx.MbedtlsCmd, fx.PeerCmd)
 			}
 			// Handshake bytes per direction, up to that direction's ChangeCipherSpec.
 			hs := map[string][]byte{}
@@ -118,7 +88,7 @@ func TestMbedTLS216FixturesWellFormed(t *testing.T) {
 // recorded with load.
 func TestMbedTLS216Credentials(t *testing.T) {
 	for _, name := range []string{"ca", "server-ec", "server-rsa", "client-ec"} {
-		dir := "testdata/mbedtls216/"
+		dir := "../testdata/mbedtls216/"
 		if _, err := tls.LoadX509KeyPair(dir+name+".crt.pem", dir+name+".key.pem"); err != nil {
 			t.Errorf("%s: %v", name, err)
 		}
