@@ -18,7 +18,7 @@ type Bundle8266 struct {
 	FlashSize int64     // selects the rBoot layout (0: 4 MiB)
 	Name      string    // app name (default AppName)
 	Version   string    // fw_version after an update (default FWVersion)
-	BuildID   string    // fw_id after an update (default MGID)
+	BuildID   string    // fw_id after an update (default FWBuildID)
 	Built     time.Time // build_timestamp (default now)
 	// Files are put into the root filesystem image next to the factory
 	// files (conf0.json, ca.pem), replacing those of the same name.
@@ -34,12 +34,13 @@ type Bundle8266 struct {
 // root filesystem image with the factory files for fs0 with addr1 = fs1
 // ("fs") and the erased RF calibration sector ("rf_cal_data"); each file
 // with its size, SHA-1 and SHA-256. The SDK's esp_init_data
-// ("sys_params") is left out: the emulated SDK does not read it.
+// ("sys_params") is left out: the emulated SDK does not read it. With the
+// default name, version and build id the app is the factory build's image.
 func FirmwareZip8266(b Bundle8266) ([]byte, error) {
 	if b.FlashSize == 0 {
 		b.FlashSize = 4 << 20
 	}
-	b.Name, b.Version, b.BuildID = orDefault(b.Name, AppName), orDefault(b.Version, FWVersion), orDefault(b.BuildID, MGID)
+	b.Name, b.Version, b.BuildID = orDefault(b.Name, AppName), orDefault(b.Version, FWVersion), orDefault(b.BuildID, FWBuildID)
 	if b.Built.IsZero() {
 		b.Built = time.Now()
 	}
@@ -62,10 +63,14 @@ func FirmwareZip8266(b Bundle8266) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	app := appImage8266(b.Name, b.Version, b.BuildID)
+	if b.Name == AppName && b.Version == FWVersion && b.BuildID == FWBuildID {
+		app = factoryApp8266() // the factory build: restores a board as it left the factory
+	}
 	appFile := b.Name + ".bin"
 	data := map[string][]byte{
 		"rboot.bin": rbootImage(),
-		appFile:     appImage8266(b.Name, b.Version, b.BuildID),
+		appFile:     app,
 		"fs.bin":    fsImg,
 	}
 	// What create_manifest adds to a part with a src file.
