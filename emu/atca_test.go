@@ -91,14 +91,50 @@ func TestATCAProvisioningWalkthrough(t *testing.T) {
 	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 	call(t, c, "FS.Put", map[string]any{"filename": "cert.pem", "data": base64.StdEncoding.EncodeToString(certPEM)})
 	call(t, c, "Config.Set", map[string]any{"config": map[string]any{"http": map[string]any{"ssl_cert": "cert.pem", "ssl_key": "ATCA:0"}}, "save": true})
+	// Mutual TLS: client certificates of this CA, their signatures checked
+	// by the chip.
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "Lab CA"}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	caDER, _ := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	caCert, _ := x509.ParseCertificate(caDER)
+	cliKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	cliDER, _ := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(3), Subject: pkix.Name{CommonName: "student"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}, caCert, &cliKey.PublicKey, caKey)
+	call(t, c, "FS.Put", map[string]any{"filename": "ca.pem", "data": base64.StdEncoding.EncodeToString(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}))})
+	call(t, c, "Config.Set", map[string]any{"config": map[string]any{"http": map[string]any{"ssl_cert": "cert.pem", "ssl_key": "ATCA:0", "ssl_ca_cert": "ca.pem"}}, "save": true})
 	d.Close()
-	d2 := startDevice(t, dir, false) // the chip's state survives the restart
-	conn, err := tls.Dial("tcp", d2.HTTPAddr(), &tls.Config{InsecureSkipVerify: true, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256}, MaxVersion: tls.VersionTLS12})
+	var con syncBuffer
+	d2, err := New(Options{StateDir: dir, HTTPAddr: "127.0.0.1:0", Seed: 42, Console: &con}) // the chip's state survives the restart
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d2.Close()
+	if err := d2.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := tls.Dial("tcp", d2.HTTPAddr(), &tls.Config{InsecureSkipVerify: true, MaxVersion: tls.VersionTLS12,
+		Certificates: []tls.Certificate{{Certificate: [][]byte{cliDER}, PrivateKey: cliKey}}})
 	if err != nil {
 		t.Fatalf("TLS with an ATCA:0 key: %v", err)
 	}
 	defer conn.Close()
 	if !conn.ConnectionState().PeerCertificates[0].PublicKey.(*ecdsa.PublicKey).Equal(&key.PublicKey) {
 		t.Fatal("server certificate key differs from the chip's")
+	}
+	// mbedTLS with the chip: the ECDHE key in TempKey, the ServerKeyExchange
+	// signed in slot 0, the client certificate's signature (ECDSA P-256,
+	// SHA-256) checked, and the premaster secret computed on the chip, in
+	// that order. (The CertificateVerify is SHA-384 with Go, OpenSSL and
+	// curl alike: the chip leaves that one to software, silently.)
+	con.waitFor(t, `ATCA:16 ECDH ok`)
+	log := con.String()
+	at := -1
+	for _, line := range []string{"ATCA:16 ECDH gen pubkey ok", "ATCA:0 ECDSA sign ok", "ATCA ECDSA verify ok, verified", "ATCA:16 ECDH ok"} {
+		i := strings.Index(log, line)
+		if i < at {
+			t.Fatalf("%q missing or out of order:\n%s", line, log)
+		}
+		at = i
 	}
 }

@@ -23,19 +23,20 @@ import (
 // firmware is the state of one boot of Mongoose OS on the device: it is
 // rebuilt from flash on every boot and torn down on reboot.
 type firmware struct {
-	started time.Time
-	table   partition.Table
-	fsPart  partition.Entry
-	fs      *lfs.FS
-	cfg     *configs.Store
-	disp    *rpc.Dispatcher
-	mqtt    *mqtt.Client
-	ram     *devtls.RAM
-	atca    *atcahost.Driver // nil without sys.atca.enable or a chip
-	boot    *ota.Boot        // app slot and update state; nil without OTA slots
-	updater *ota.Updater     // nil without OTA slots
-	wifi    *wifi.Station
-	stops   []func() // run in reverse order on stop
+	started     time.Time
+	table       partition.Table
+	fsPart      partition.Entry
+	fs          *lfs.FS
+	cfg         *configs.Store
+	disp        *rpc.Dispatcher
+	mqtt        *mqtt.Client
+	ram         *devtls.RAM
+	atca        *atcahost.Driver    // nil without sys.atca.enable or a chip
+	atcaOffload *devtls.ATCAOffload // mbedTLS's ECDH/ECDSA offload to atca
+	boot        *ota.Boot           // app slot and update state; nil without OTA slots
+	updater     *ota.Updater        // nil without OTA slots
+	wifi        *wifi.Station
+	stops       []func() // run in reverse order on stop
 }
 
 func (fw *firmware) onStop(f func()) { fw.stops = append(fw.stops, f) }

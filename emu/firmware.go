@@ -3,9 +3,9 @@ package emu
 import (
 	"context"
 	"crypto"
-	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/mosemu/mosemu/tls/tls12"
 	"log/slog"
 	"net"
 	"net/http"
@@ -91,11 +91,11 @@ func (d *Device) startFirmware(fw *firmware) error {
 // startHTTP starts the firmware's HTTP server on the device's host address.
 func (d *Device) startHTTP(fw *firmware) error {
 	cfg := fw.cfg.Get()
-	var tc *tls.Config
+	var tc *tls12.Config
 	cost, ssl := devtls.CostTCP, ""
 	if cert := cfg.String("http.ssl_cert"); cert != "" {
 		var err error
-		tc, err = devtls.ServerConfig(fw.fs, cert, cfg.String("http.ssl_key"), cfg.String("http.ssl_ca_cert"), fw.atcaSigner(d))
+		tc, err = devtls.ServerConfig(fw.fs, cert, cfg.String("http.ssl_key"), cfg.String("http.ssl_ca_cert"), fw.tlsOptions(d))
 		if err != nil {
 			d.log.Error("Error starting HTTP server: "+err.Error(), console.Src("mgos_http_server.c", 530))
 			return nil
@@ -122,7 +122,7 @@ func (d *Device) startHTTP(fw *firmware) error {
 			}
 			l = &devtls.SlowListener{Listener: l, Min: lat[0], Max: lat[1]}
 		}
-		l = tls.NewListener(&devtls.RecordListener{Listener: l, Log: d.log}, tc)
+		l = devtls.NewListener(&devtls.RecordListener{Listener: l, Log: d.log}, tc)
 	}
 	mux := http.NewServeMux()
 	rpcCh := &rpc.HTTPChannel{Handler: fw.disp,
@@ -207,17 +207,18 @@ func (d *Device) startMQTT(fw *firmware) {
 	if server == "" {
 		return
 	}
-	var tc *tls.Config
+	var tc func(net.Conn) (net.Conn, error)
 	if cfg.String("mqtt.ssl_ca_cert") != "" || cfg.String("mqtt.ssl_cert") != "" {
 		host, _, err := net.SplitHostPort(mqtt.ServerAddr(server, true))
+		var c *tls12.Config
 		if err == nil {
-			tc, err = devtls.ClientConfig(fw.fs, cfg.String("mqtt.ssl_cert"), cfg.String("mqtt.ssl_key"), cfg.String("mqtt.ssl_ca_cert"), host, fw.atcaSigner(d), fw.ram)
+			c, err = devtls.ClientConfig(fw.fs, cfg.String("mqtt.ssl_cert"), cfg.String("mqtt.ssl_key"), cfg.String("mqtt.ssl_ca_cert"), host, fw.tlsOptions(d))
 		}
 		if err != nil {
 			d.log.Error("MQTT0 TLS setup failed: "+err.Error(), console.Src("mgos_mqtt_conn.c", 440))
 			return
 		}
-		d.superviseVerifier(tc)
+		tc = devtls.Dialer(c)
 	}
 	user, pass := cfg.String("mqtt.user"), cfg.String("mqtt.pass")
 	var dial func() (net.Conn, error)
@@ -273,8 +274,20 @@ func (d *Device) startATCA(fw *firmware, bus i2cBus) error {
 	}
 	d.log.Info(line, console.Src("mgos_atca.c", 96))
 	fw.atca = drv
+	fw.atcaOffload = devtls.NewATCAOffload(drv, cfg.Int("sys.atca.ecdh_slots_mask"), d.log)
 	atcahost.RegisterService(fw.disp, drv)
 	return nil
+}
+
+// tlsOptions are what the firmware's mbedTLS depends on: the chip (keys
+// named ATCA:N, ECDH and ECDSA offload), the RAM, the board's suites.
+func (fw *firmware) tlsOptions(d *Device) devtls.Options {
+	o := devtls.Options{ATCA: fw.atcaSigner(d), ATCABuilt: fw.cfg.Get().Bool("sys.atca.enable"),
+		ESP8266: d.board.Arch == "esp8266", Log: d.log, RAM: fw.ram, Protect: d.protect}
+	if fw.atca != nil {
+		o.Chip = fw.atcaOffload
+	}
+	return o
 }
 
 // atcaSigner resolves TLS keys named ATCA:N, or nil without a chip.

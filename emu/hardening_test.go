@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/md5"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
@@ -13,6 +16,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -25,6 +30,7 @@ import (
 	"github.com/mosemu/mosemu/mqtt"
 	"github.com/mosemu/mosemu/rpc"
 	"github.com/mosemu/mosemu/rpc/client"
+	"github.com/mosemu/mosemu/tls/tls12"
 )
 
 // startWatched starts a device whose console is captured.
@@ -481,11 +487,16 @@ func (panicSigner) Sign(io.Reader, []byte, crypto.SignerOpts) ([]byte, error) { 
 // handshake and crashes the device when it panics, never the process.
 func TestSupervisorCoversTLSCallbacks(t *testing.T) {
 	d, con := startWatched(t, Options{})
-	tc := &tls.Config{VerifyPeerCertificate: func([][]byte, [][]*x509.Certificate) error { panic("verifier bug") }}
-	d.superviseVerifier(tc)
-	if err := tc.VerifyPeerCertificate(nil, nil); err == nil {
+	srvKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &srvKey.PublicKey, srvKey)
+	c1, c2 := net.Pipe()
+	go tls.Server(c1, &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: srvKey}}}).Handshake()
+	cli := tls12.Client(c2, &tls12.Config{Protect: d.protect, VerifyPeerCertificate: func([][]byte) ([]*x509.Certificate, error) { panic("verifier bug") }})
+	if err := cli.Handshake(); err == nil {
 		t.Fatal("a crashed verification passed")
 	}
+	c1.Close()
 	if _, err := (supervisedSigner{s: panicSigner{}, d: d}).Sign(nil, make([]byte, 32), crypto.SHA256); err == nil {
 		t.Fatal("a crashed signature passed")
 	}

@@ -1,6 +1,7 @@
 package emu
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -131,11 +132,27 @@ func (d *Device) startOTA(fw *firmware) {
 			c := fw.cfg.Get()
 			cert := c.String("update.ssl_client_cert_file") // key in the same file
 			tc, err := devtls.ClientConfig(fw.fs, cert, cert, c.String("update.ssl_ca_file"),
-				orDefault(c.String("update.ssl_server_name"), pu.Hostname()), fw.atcaSigner(d), fw.ram)
+				orDefault(c.String("update.ssl_server_name"), pu.Hostname()), fw.tlsOptions(d))
 			if err != nil {
 				return nil, fmt.Errorf("TLS setup failed: %v", err)
 			}
-			tr.TLSClientConfig = tc
+			handshake, dial := devtls.Dialer(tc), tr.DialContext
+			tr.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+				c, err := dial(ctx, network, addr)
+				if err != nil {
+					return nil, err
+				}
+				if dl, ok := ctx.Deadline(); ok {
+					c.SetDeadline(dl)
+				}
+				tc, err := handshake(c)
+				if err != nil {
+					c.Close()
+					return nil, err
+				}
+				c.SetDeadline(time.Time{})
+				return tc, nil
+			}
 		}
 		return &http.Client{Transport: tr, Timeout: 10 * time.Minute}, nil
 	}}

@@ -2,8 +2,6 @@ package emu
 
 import (
 	"crypto"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -127,22 +125,16 @@ type supervisedSigner struct {
 
 func (s supervisedSigner) Public() crypto.PublicKey { return s.s.Public() }
 
+// ChipSlot is the ATCA slot of the key (tls12.ChipKey), -1 if none.
+func (s supervisedSigner) ChipSlot() int {
+	if k, ok := s.s.(interface{ ChipSlot() int }); ok {
+		return k.ChipSlot()
+	}
+	return -1
+}
+
 func (s supervisedSigner) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) (sig []byte, err error) {
 	err = errCrashedTLS
 	s.d.protect("TLS signature", func() { sig, err = s.s.Sign(rand, digest, opts) })
 	return sig, err
-}
-
-// superviseVerifier runs tc's certificate verification callback (the CA
-// loaded on demand from ca.pem) under the supervisor.
-func (d *Device) superviseVerifier(tc *tls.Config) {
-	if tc == nil || tc.VerifyPeerCertificate == nil {
-		return
-	}
-	verify := tc.VerifyPeerCertificate
-	tc.VerifyPeerCertificate = func(raw [][]byte, chains [][]*x509.Certificate) (err error) {
-		err = errCrashedTLS
-		d.protect("TLS certificate verification", func() { err = verify(raw, chains) })
-		return err
-	}
 }

@@ -5,7 +5,6 @@ package mqtt
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -32,7 +31,10 @@ type Config struct {
 	WillRetain   bool
 	ReconnectMin time.Duration
 	ReconnectMax time.Duration
-	TLS          *tls.Config // nil for plain TCP
+	// TLS, when set, runs the device's TLS client handshake over the TCP
+	// connection to Server and returns the protected connection; nil is
+	// plain TCP.
+	TLS func(net.Conn) (net.Conn, error)
 	// Dial, when set, opens the connection instead of a TCP (or TLS)
 	// connection to Server: the in-process pipe to an embedded broker.
 	Dial func() (net.Conn, error)
@@ -137,9 +139,6 @@ func Start(cfg Config, log *slog.Logger) *Client {
 		SetCleanSession(cfg.CleanSession).SetAutoReconnect(true).SetConnectRetry(true).
 		SetConnectRetryInterval(cfg.ReconnectMin).SetMaxReconnectInterval(cfg.ReconnectMax).
 		SetConnectTimeout(10 * time.Second).SetOrderMatters(false)
-	if cfg.TLS != nil {
-		o.SetTLSConfig(cfg.TLS)
-	}
 	o.SetCustomOpenConnectionFn(m.open)
 	o.SetDefaultPublishHandler(func(c paho.Client, msg paho.Message) {
 		m.guard("MQTT message", func() {
@@ -269,8 +268,15 @@ func (m *Client) open(u *url.URL, o paho.ClientOptions) (net.Conn, error) {
 	case m.cfg.Dial != nil:
 		nc, err = m.cfg.Dial()
 	case m.cfg.TLS != nil:
-		d := &net.Dialer{Timeout: o.ConnectTimeout}
-		nc, err = tls.DialWithDialer(d, "tcp", u.Host, m.cfg.TLS)
+		var raw net.Conn
+		if raw, err = net.DialTimeout("tcp", u.Host, o.ConnectTimeout); err == nil {
+			raw.SetDeadline(time.Now().Add(o.ConnectTimeout))
+			if nc, err = m.cfg.TLS(raw); err != nil {
+				raw.Close()
+			} else {
+				nc.SetDeadline(time.Time{})
+			}
+		}
 	default:
 		nc, err = net.DialTimeout("tcp", u.Host, o.ConnectTimeout)
 	}

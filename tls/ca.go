@@ -35,22 +35,22 @@ func BundleCost(fsys afero.Fs, caFile string) (int, error) {
 // OS's CA-on-demand does: scan the bundle and parse only the certificates
 // whose subject is the issuer the chain names, charging their RAM to ram
 // for the duration of the verification.
-func onDemandVerifier(fsys afero.Fs, caFile, serverName string, ram *RAM) func([][]byte, [][]*x509.Certificate) error {
-	return func(raw [][]byte, _ [][]*x509.Certificate) error {
+func onDemandVerifier(fsys afero.Fs, caFile, serverName string, ram *RAM) func([][]byte) ([]*x509.Certificate, error) {
+	return func(raw [][]byte) ([]*x509.Certificate, error) {
 		if len(raw) == 0 {
-			return errors.New("server sent no certificate")
+			return nil, errors.New("server sent no certificate")
 		}
 		chain := make([]*x509.Certificate, len(raw))
 		for i, b := range raw {
 			c, err := x509.ParseCertificate(b)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			chain[i] = c
 		}
 		bundle, err := afero.ReadFile(fsys, caFile)
 		if err != nil {
-			return fmt.Errorf("failed to read %s: %w", caFile, err)
+			return nil, fmt.Errorf("failed to read %s: %w", caFile, err)
 		}
 		issuer := chain[len(chain)-1].RawIssuer
 		roots := x509.NewCertPool()
@@ -74,7 +74,7 @@ func onDemandVerifier(fsys afero.Fs, caFile, serverName string, ram *RAM) func([
 		}
 		if ram != nil && cost > 0 {
 			if !ram.Alloc(cost) {
-				return fmt.Errorf("not enough memory for CA certificates (%d bytes)", cost)
+				return nil, fmt.Errorf("not enough memory for CA certificates (%d bytes)", cost)
 			}
 			defer ram.Release(cost)
 		}
@@ -82,7 +82,10 @@ func onDemandVerifier(fsys afero.Fs, caFile, serverName string, ram *RAM) func([
 		for _, c := range chain[1:] {
 			inter.AddCert(c)
 		}
-		_, err = chain[0].Verify(x509.VerifyOptions{DNSName: serverName, Roots: roots, Intermediates: inter})
-		return err
+		chains, err := chain[0].Verify(x509.VerifyOptions{DNSName: serverName, Roots: roots, Intermediates: inter})
+		if err != nil {
+			return nil, err
+		}
+		return chains[0], nil
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
+	"net"
 	"testing"
 	"time"
 
@@ -67,11 +68,18 @@ func TestCAOnDemand(t *testing.T) {
 	afero.WriteFile(fs, "ca.pem", bundle, 0o644)
 	all, _ := BundleCost(fs, "ca.pem")
 	ram := NewRAM(294_000, 200_000)
-	cfg, err := ClientConfig(fs, "", "", "ca.pem", "broker.local", nil, ram)
+	cfg, err := ClientConfig(fs, "", "", "ca.pem", "broker.local", Options{RAM: ram})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := tls.Dial("tcp", right.serve(t), cfg)
+	dial := func(addr string) (net.Conn, error) {
+		raw, err := net.Dial("tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		return Dialer(cfg)(raw)
+	}
+	c, err := dial(right.serve(t))
 	if err != nil {
 		t.Fatalf("handshake with a server of a CA in the bundle: %v", err)
 	}
@@ -82,10 +90,12 @@ func TestCAOnDemand(t *testing.T) {
 		t.Fatalf("CA RAM on demand %d bytes (bundle would take %d), free after %d", used, all, free)
 	}
 	t.Logf("CA on demand: %d bytes of RAM; loading the whole bundle: %d bytes", used, all)
-	if _, err := tls.Dial("tcp", newCA(t, "Stranger CA").serve(t), cfg); err == nil {
+	if _, err := dial(newCA(t, "Stranger CA").serve(t)); err == nil {
 		t.Fatal("server of an unknown CA accepted")
 	}
-	if _, err := tls.Dial("tcp", right.serve(t), &tls.Config{ServerName: "other.name", InsecureSkipVerify: true, VerifyPeerCertificate: onDemandVerifier(fs, "ca.pem", "other.name", nil)}); err == nil {
+	v := onDemandVerifier(fs, "ca.pem", "other.name", nil)
+	if _, err := tls.Dial("tcp", right.serve(t), &tls.Config{ServerName: "other.name", InsecureSkipVerify: true,
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error { _, err := v(raw); return err }}); err == nil {
 		t.Fatal("server name mismatch accepted")
 	}
 }

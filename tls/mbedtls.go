@@ -1,7 +1,6 @@
 package devtls
 
 import (
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -11,33 +10,6 @@ import (
 
 	"github.com/mosemu/mosemu/emu/console"
 )
-
-// CipherSuites are the suites of the Mongoose OS mbedTLS port
-// (mgos_ssl_if_mbedtls.c, ESP32 list) that Go implements, in the firmware's
-// order: the DHE and static ECDH suites of that list have no Go
-// implementation and are left out.
-var CipherSuites = []uint16{
-	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-	tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256,
-	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-	tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256,
-	tls.TLS_RSA_WITH_AES_128_GCM_SHA256,
-	tls.TLS_RSA_WITH_AES_128_CBC_SHA256,
-	tls.TLS_RSA_WITH_AES_128_CBC_SHA,
-}
-
-// Curves are the curves the port's mbedTLS config enables, in mbedTLS's
-// preference order (secp521r1, secp384r1, secp256r1, x25519).
-var Curves = []tls.CurveID{tls.CurveP521, tls.CurveP384, tls.CurveP256, tls.X25519}
-
-// mbedTLS 2.x speaks TLS 1.2 only (MBEDTLS_SSL_PROTO_TLS1_2 is the only
-// protocol compiled in, and the port sets 1.2 as the minimum).
-func mbedTLS(c *tls.Config) *tls.Config {
-	c.MinVersion, c.MaxVersion = tls.VersionTLS12, tls.VersionTLS12
-	c.CipherSuites = CipherSuites
-	c.CurvePreferences = Curves
-	return c
-}
 
 // errInvalidRecord is MBEDTLS_ERR_SSL_INVALID_RECORD.
 const errInvalidRecord = -0x7200

@@ -14,9 +14,12 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net"
 	"strconv"
 	"strings"
 
+	"github.com/mosemu/mosemu/tls/tls12"
 	"github.com/spf13/afero"
 )
 
@@ -24,20 +27,41 @@ import (
 // chip), or an error when there is no chip.
 type SignerFunc func(slot int) (crypto.Signer, error)
 
+// Options are the firmware facts a TLS config depends on.
+type Options struct {
+	ATCA      SignerFunc                   // resolves ATCA:N keys; nil without a chip
+	Chip      tls12.Chip                   // the chip's ECDH/ECDSA offload; nil without one
+	ATCABuilt bool                         // the firmware has the ATCA offload (sys.atca.enable)
+	ESP8266   bool                         // the ESP8266 cipher list of the port
+	Log       *slog.Logger                 // mbedTLS's stderr lines
+	RAM       *RAM                         // charged for CA certificates loaded on demand
+	Protect   func(where string, f func()) // the device's supervisor
+}
+
+func (o Options) config() *tls12.Config {
+	c := &tls12.Config{Chip: o.Chip, ATCABuilt: o.ATCABuilt, Log: o.Log, Protect: o.Protect}
+	if o.ESP8266 {
+		c.Suites = tls12.PortSuitesESP8266
+	}
+	return c
+}
+
 // ServerConfig builds the TLS config of the device's HTTP server.
 // caFile, when set, turns on mutual TLS: clients must present a
-// certificate issued by one of its CAs.
-func ServerConfig(fsys afero.Fs, certFile, keyFile, caFile string, atca SignerFunc) (*tls.Config, error) {
-	cert, err := keyPair(fsys, certFile, keyFile, atca)
+// certificate issued by one of its CAs. As with the port's CA chain kept
+// on disk (MBEDTLS_X509_CA_CHAIN_ON_DISK), the CertificateRequest names no
+// CA.
+func ServerConfig(fsys afero.Fs, certFile, keyFile, caFile string, o Options) (*tls12.Config, error) {
+	cert, err := keyPair(fsys, certFile, keyFile, o.ATCA)
 	if err != nil {
 		return nil, err
 	}
-	cfg := mbedTLS(&tls.Config{Certificates: []tls.Certificate{cert}})
+	cfg := o.config()
+	cfg.Certificate = &cert
 	if caFile != "" {
 		if cfg.ClientCAs, err = certPool(fsys, caFile); err != nil {
 			return nil, err
 		}
-		cfg.ClientAuth = tls.RequireAndVerifyClientCert
 	}
 	return cfg, nil
 }
@@ -149,29 +173,60 @@ func readKey(fsys afero.Fs, name string, atca SignerFunc) (crypto.Signer, error)
 
 var _ = []any{(*ecdsa.PrivateKey)(nil), (*rsa.PrivateKey)(nil)}
 
-// ClientConfig builds the TLS config of an outgoing connection (MQTT) from
-// mqtt.ssl_* files: the server is verified against caFile when set (and
+// ClientConfig builds the TLS config of an outgoing connection (MQTT, OTA)
+// from *.ssl_* files: the server is verified against caFile when set (and
 // only the certificates of caFile are trusted), certFile/keyFile are
 // presented for mutual TLS (AWS IoT and similar brokers require it).
 //
 // CA certificates are loaded on demand: only the issuer the server's chain
-// names is parsed from caFile, and its RAM is charged to ram (may be nil)
+// names is parsed from caFile, and its RAM is charged to o.RAM (may be nil)
 // while the handshake verifies it.
-func ClientConfig(fsys afero.Fs, certFile, keyFile, caFile, serverName string, atca SignerFunc, ram *RAM) (*tls.Config, error) {
-	// Verification is ours (on demand), so Go's own is skipped.
-	cfg := mbedTLS(&tls.Config{ServerName: serverName, InsecureSkipVerify: true})
+func ClientConfig(fsys afero.Fs, certFile, keyFile, caFile, serverName string, o Options) (*tls12.Config, error) {
+	cfg := o.config()
+	cfg.ServerName = serverName
 	if caFile != "" { // without ssl_ca_cert the firmware does not verify the server
 		if _, err := fsys.Stat(caFile); err != nil {
 			return nil, fmt.Errorf("failed to read %s: %w", caFile, err)
 		}
-		cfg.VerifyPeerCertificate = onDemandVerifier(fsys, caFile, serverName, ram)
+		cfg.VerifyPeerCertificate = onDemandVerifier(fsys, caFile, serverName, o.RAM)
 	}
 	if certFile != "" {
-		c, err := keyPair(fsys, certFile, keyFile, atca)
+		c, err := keyPair(fsys, certFile, keyFile, o.ATCA)
 		if err != nil {
 			return nil, err
 		}
-		cfg.Certificates = []tls.Certificate{c}
+		cfg.Certificate = &c
 	}
 	return cfg, nil
+}
+
+// NewListener runs cfg's TLS server on every connection l accepts.
+func NewListener(l net.Listener, cfg *tls12.Config) net.Listener { return &tlsListener{l, cfg} }
+
+type tlsListener struct {
+	net.Listener
+	cfg *tls12.Config
+}
+
+func (l *tlsListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return tls12.Server(c, l.cfg), nil
+}
+
+// serve runs one server handshake over c (benchmarks).
+func (l *tlsListener) serve(c net.Conn) error { return tls12.Server(c, l.cfg).Handshake() }
+
+// Dialer returns the function that runs cfg's TLS client handshake over a
+// connection, for the MQTT client.
+func Dialer(cfg *tls12.Config) func(net.Conn) (net.Conn, error) {
+	return func(c net.Conn) (net.Conn, error) {
+		tc := tls12.Client(c, cfg)
+		if err := tc.Handshake(); err != nil {
+			return nil, err
+		}
+		return tc, nil
+	}
 }

@@ -60,7 +60,7 @@ func TestServerConfigFormats(t *testing.T) {
 		{"ec.pem", "ATCA:x", "bad ATCA key"},
 	}
 	for _, tt := range tests {
-		_, err := ServerConfig(fs, tt.cert, tt.key, "", nil)
+		_, err := ServerConfig(fs, tt.cert, tt.key, "", Options{})
 		if (tt.err == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tt.err)) {
 			t.Errorf("%s/%s: err %v, want %q", tt.cert, tt.key, err, tt.err)
 		}
@@ -114,14 +114,13 @@ func BenchmarkHandshake(b *testing.B) {
 	fs := afero.NewMemMapFs()
 	afero.WriteFile(fs, "c", der, 0o644)
 	afero.WriteFile(fs, "k", kder, 0o644)
-	cfg, err := ServerConfig(fs, "c", "k", "", nil)
+	cfg, err := ServerConfig(fs, "c", "k", "", Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
 	for b.Loop() {
 		c1, c2 := net.Pipe()
-		srv := tls.Server(c1, cfg)
-		go srv.Handshake()
+		go NewListener(nil, cfg).(*tlsListener).serve(c1)
 		cl := tls.Client(c2, &tls.Config{InsecureSkipVerify: true})
 		if err := cl.Handshake(); err != nil {
 			b.Fatal(err)

@@ -1,27 +1,18 @@
 package host
 
 import (
-	"crypto"
 	"crypto/aes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/binary"
-	"encoding/pem"
 	"log/slog"
 	"math/big"
-	"net"
 	"testing"
-	"time"
 
 	"github.com/mosemu/mosemu/atca"
 	"github.com/mosemu/mosemu/emu/i2c"
-	devtls "github.com/mosemu/mosemu/tls"
-	"github.com/spf13/afero"
 )
 
 // provisioned returns a driver for a chip with both zones locked and an
@@ -72,41 +63,6 @@ func TestSignerAndLockState(t *testing.T) {
 	}
 }
 
-func handshakeBench(b *testing.B, signer bool) {
-	d, k := provisioned(b)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "dev"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-	kder, _ := x509.MarshalECPrivateKey(k)
-	fs := afero.NewMemMapFs()
-	afero.WriteFile(fs, "cert.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
-	afero.WriteFile(fs, "key.pem", pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o644)
-	keyName := "key.pem"
-	if signer {
-		keyName = "ATCA:0"
-	}
-	cfg, err := devtls.ServerConfig(fs, "cert.pem", keyName, "", func(slot int) (crypto.Signer, error) {
-		return NewSigner(d, slot, slog.New(slog.DiscardHandler))
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	for b.Loop() {
-		c1, c2 := net.Pipe()
-		go tls.Server(c1, cfg).Handshake()
-		if err := tls.Client(c2, &tls.Config{InsecureSkipVerify: true}).Handshake(); err != nil {
-			b.Fatal(err)
-		}
-		c1.Close()
-		c2.Close()
-	}
-}
-
-// BenchmarkHandshakeSoftwareKey is a TLS handshake signed with a key file.
-func BenchmarkHandshakeSoftwareKey(b *testing.B) { handshakeBench(b, false) }
-
-// BenchmarkHandshakeATCAKey is the same handshake signed by the chip (ATCA:0).
-func BenchmarkHandshakeATCAKey(b *testing.B) { handshakeBench(b, true) }
 
 func TestVerifyECDHCounterSHAAES(t *testing.T) {
 	c := atca.NewBlank(9)

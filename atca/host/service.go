@@ -214,18 +214,25 @@ func NewSigner(d *Driver, slot int, log *slog.Logger) (*Signer, error) {
 	return &Signer{D: d, Slot: slot, Log: log, pub: pub}, nil
 }
 
+// ChipSlot is the key's slot (tls12.ChipKey).
+func (s *Signer) ChipSlot() int { return s.Slot }
+
 // Public implements crypto.Signer.
 func (s *Signer) Public() crypto.PublicKey { return s.pub }
 
 // Sign implements crypto.Signer: the chip signs the 32-byte digest; the
 // result is ASN.1 DER as ecdsa.SignASN1 returns.
 func (s *Signer) Sign(_ io.Reader, digest []byte, _ crypto.SignerOpts) ([]byte, error) {
+	if len(digest) != 32 { // the chip signs 256-bit digests only
+		s.Log.Error(fmt.Sprintf("ATCA:%d ECDSA sign failed: expected 32 bytes to sign, got %d", s.Slot, len(digest)), "src", "ecp_atca.c:90")
+		return nil, fmt.Errorf("ATCA:%d: cannot sign a %d-byte digest", s.Slot, len(digest))
+	}
 	rs, err := s.D.Sign(s.Slot, digest)
 	if err != nil {
-		s.Log.Error(fmt.Sprintf("ATCA:%d ECDSA sign failed: 0x%02x", s.Slot, code(err)), "src", "ecdsa_atca.c:80")
+		s.Log.Error(fmt.Sprintf("ATCA:%d ECDSA sign failed: 0x%02x", s.Slot, code(err)), "src", "ecp_atca.c:94")
 		return nil, err
 	}
-	s.Log.Info(fmt.Sprintf("ATCA:%d ECDSA sign ok", s.Slot), "src", "ecdsa_atca.c:76")
+	s.Log.Info(fmt.Sprintf("ATCA:%d ECDSA sign ok", s.Slot), "src", "ecp_atca.c:105")
 	var b cryptobyte.Builder
 	b.AddASN1(asn1.SEQUENCE, func(b *cryptobyte.Builder) {
 		b.AddASN1BigInt(new(big.Int).SetBytes(rs[:32]))

@@ -1,0 +1,201 @@
+package devtls
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/binary"
+	"encoding/pem"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mosemu/mosemu/atca"
+	atcahost "github.com/mosemu/mosemu/atca/host"
+	"github.com/mosemu/mosemu/emu/i2c"
+	"github.com/mosemu/mosemu/tls/tls12"
+	"github.com/spf13/afero"
+)
+
+// chipWithKey returns a driver for a locked chip with an ECC key in slot 0
+// (external signing) and slots 2 and 3 set up for ECDH, as the Mongoose
+// OS ATECC608A guide configures them.
+func chipWithKey(t testing.TB) (*atcahost.Driver, *ecdsa.PrivateKey) {
+	bus := i2c.NewBus()
+	bus.Attach(0x60, atca.NewBlank(7))
+	d := atcahost.New(bus, 0x60)
+	cfg, err := d.ReadConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg[20] = 0x81
+	for _, slot := range []int{2, 3} {
+		binary.LittleEndian.PutUint16(cfg[20+2*slot:], 0x2087) // ECC, ext sign + ECDH, GenKey allowed
+	}
+	if err := d.WriteConfig(cfg); err != nil || d.LockZone(0) != nil {
+		t.Fatal("config", err)
+	}
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err := d.PrivWrite(0, k.D.FillBytes(make([]byte, 32)), nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.LockZone(1); err != nil {
+		t.Fatal(err)
+	}
+	return d, k
+}
+
+type logBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func atcaServer(t testing.TB, d *atcahost.Driver, k *ecdsa.PrivateKey, keyName string, log *slog.Logger, caFile string, fs afero.Fs) Options {
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "dev"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	kder, _ := x509.MarshalECPrivateKey(k)
+	afero.WriteFile(fs, "cert.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+	afero.WriteFile(fs, "key.pem", pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o644)
+	return Options{Log: log, ATCABuilt: true, Chip: NewATCAOffload(d, 0x0C, log),
+		ATCA: func(slot int) (crypto.Signer, error) { return atcahost.NewSigner(d, slot, log) }}
+}
+
+// TestATCAKeyECDHEOnTheChip: with http.ssl_key=ATCA:0 the chip signs the
+// ServerKeyExchange and does the ECDHE: in TempKey for one connection, in
+// an ECDH slot for a second one while the first holds TempKey; client
+// certificates are verified by the chip.
+func TestATCAKeyECDHEOnTheChip(t *testing.T) {
+	d, k := chipWithKey(t)
+	var lb logBuf
+	log := slog.New(slog.NewTextHandler(&lb, nil))
+	fs := afero.NewMemMapFs()
+	o := atcaServer(t, d, k, "ATCA:0", log, "", fs)
+	cfg, err := ServerConfig(fs, "cert.pem", "ATCA:0", "", o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer l.Close()
+	tl := NewListener(l, cfg)
+	go func() {
+		for {
+			c, err := tl.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				b := make([]byte, 10)
+				n, err := c.Read(b)
+				if err != nil {
+					return
+				}
+				c.Write(b[:n])
+			}()
+		}
+	}()
+	dial := func() *tls.Conn {
+		c, err := tls.Dial("tcp", l.Addr().String(), &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	c := dial()
+	c.Write([]byte("hi"))
+	b := make([]byte, 2)
+	if n, err := io.ReadFull(c, b); n != 2 || string(b) != "hi" || c.ConnectionState().CipherSuite != tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 {
+		t.Fatalf("echo %q %v\n%s", b, err, lb.String())
+	}
+	c.Close()
+	out := lb.String()
+	for _, want := range []string{"ATCA:16 ECDH gen pubkey ok", "ATCA:0 ECDSA sign ok", "ATCA:16 ECDH ok"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no %q in\n%s", want, out)
+		}
+	}
+	if i, j := strings.Index(out, "ATCA:16 ECDH gen pubkey ok"), strings.Index(out, "ATCA:0 ECDSA sign ok"); i > j {
+		t.Errorf("sign before ECDHE:\n%s", out)
+	}
+
+	// A handshake that holds TempKey (the client stops after ServerHello
+	// Done) sends the next one to a slot of ecdh_slots_mask.
+	hold, _ := net.Dial("tcp", l.Addr().String())
+	defer hold.Close()
+	stop := make(chan struct{})
+	defer close(stop)
+	go tls12.Client(hold, &tls12.Config{VerifyPeerCertificate: func([][]byte) ([]*x509.Certificate, error) { <-stop; return nil, nil }}).Handshake()
+	waitLog(t, &lb, 2, "ATCA:16 ECDH gen pubkey ok")
+	c = dial()
+	c.Close()
+	if !strings.Contains(lb.String(), "ATCA:2 ") && !strings.Contains(lb.String(), "ATCA:3 ") {
+		t.Errorf("no slot ECDH:\n%s", lb.String())
+	}
+	hold.Close()
+}
+
+func waitLog(t *testing.T, lb *logBuf, n int, s string) {
+	t.Helper()
+	for i := 0; i < 200; i++ {
+		if strings.Count(lb.String(), s) >= n {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("no %d× %q in\n%s", n, s, lb.String())
+}
+
+func handshakeBench(b *testing.B, signer bool) {
+	d, k := chipWithKey(b)
+	fs := afero.NewMemMapFs()
+	o := atcaServer(b, d, k, "", slog.New(slog.DiscardHandler), "", fs)
+	keyName := "key.pem"
+	if signer {
+		keyName = "ATCA:0"
+	} else {
+		o.Chip, o.ATCABuilt = nil, false
+	}
+	cfg, err := ServerConfig(fs, "cert.pem", keyName, "", o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		c1, c2 := net.Pipe()
+		go NewListener(nil, cfg).(*tlsListener).serve(c1)
+		if err := tls.Client(c2, &tls.Config{InsecureSkipVerify: true}).Handshake(); err != nil {
+			b.Fatal(err)
+		}
+		c1.Close()
+		c2.Close()
+	}
+}
+
+// BenchmarkHandshakeSoftwareKey is a TLS handshake signed with a key file.
+func BenchmarkHandshakeSoftwareKey(b *testing.B) { handshakeBench(b, false) }
+
+// BenchmarkHandshakeATCAKey is the same handshake with the chip signing
+// (ATCA:0) and doing the ECDHE.
+func BenchmarkHandshakeATCAKey(b *testing.B) { handshakeBench(b, true) }
