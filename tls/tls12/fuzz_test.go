@@ -61,4 +61,3 @@ func FuzzParseClientHello(f *testing.F) {
 		}
 	})
 }
-
