@@ -239,7 +239,7 @@ func (d *Device) provision8266() error {
 		data []byte
 	}{
 		{rboot.BootAddr, rbootImage()},
-		{lay.Default.ROMs[0], appImage8266(AppName, FWVersion, MGID)},
+		{lay.Default.ROMs[0], factoryApp8266()},
 	} {
 		if _, err := d.flash.WriteAt(w.data, int64(w.off)); err != nil {
 			return err
@@ -260,6 +260,9 @@ func rbootImage() []byte {
 		{Addr: 0x3FFE8000, Data: strs},
 	})
 }
+
+// factoryApp8266 is the app image of the factory build.
+func factoryApp8266() []byte { return appImage8266(AppName, FWVersion, MGID) }
 
 // appImage8266 is a stand-in for the Mongoose OS app image esptool2
 // -boot2 builds: the v2 header, irom0 (flash-mapped code, here the build

@@ -16,6 +16,8 @@ const (
 	FWVersion = "1.0"
 	MGVersion = "2.20.0"
 	MGID      = "20230101-000000/2.20.0-mosemu"
+	// FWBuildID is the factory build's build id (fw_id).
+	FWBuildID = "20260101-000000/" + FWVersion + "-mosemu"
 )
 
 // ESP image format (esp-idf esp_image_format.h, esptool bin_image.py): a

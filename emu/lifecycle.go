@@ -100,7 +100,7 @@ func (d *Device) mac() [6]byte {
 }
 
 // fwID is the build id reported as fw_id.
-func (d *Device) fwID() string { return "20260101-000000/" + FWVersion + "-mosemu" }
+func (d *Device) fwID() string { return FWBuildID }
 
 // DeviceID returns the running device.id, or "" when not running.
 func (d *Device) DeviceID() string {

@@ -5,8 +5,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -76,9 +78,10 @@ func TestMosESP8266Transcript(t *testing.T) {
 }
 
 // TestMosESP8266FlashZip replays `mos flash --esp-erase-chip` of the
-// mosemu firmware zip, then checks that the chip boots what was flashed
-// (rBoot from 0x0, the app from slot 0, the filesystem image of the zip)
-// and answers RPC.
+// zip of `mosemu fw-bundle-esp8266`, then checks that the chip boots what
+// was flashed (rBoot from 0x0, the app of the zip from slot 0, the
+// filesystem image of the zip with its files) and answers RPC as the
+// factory build.
 func TestMosESP8266FlashZip(t *testing.T) {
 	var con consoleBuf
 	d, err := New(Options{Arch: "esp8266", StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Serial: true, Seed: 42, Console: &con})
@@ -106,14 +109,34 @@ func TestMosESP8266FlashZip(t *testing.T) {
 	if strings.Contains(log[strings.LastIndex(log, "rBoot v1"):], "Formatting the root filesystem") {
 		t.Fatalf("the zip's filesystem image did not mount:\n%s", log)
 	}
-	app := appImage8266(AppName, FWVersion, MGID)
+	z, err := FirmwareZip8266(Bundle8266{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, files := readZip(t, z)
+	app := files["mosemu-1.0/mosemu.bin"]
 	got := make([]byte, len(app))
 	d.Flash().ReadAt(got, 0x100000)
-	if !bytes.Equal(got, app) {
+	if len(app) == 0 || !bytes.Equal(got, app) {
 		t.Fatal("slot 0 does not hold the app image of the zip")
 	}
 	c := dial(t, "ws://"+d.HTTPAddr()+"/rpc")
-	call(t, c, "Sys.GetInfo", nil)
+	var info struct {
+		FWVersion string `json:"fw_version"`
+		FWID      string `json:"fw_id"`
+	}
+	json.Unmarshal(call(t, c, "Sys.GetInfo", nil), &info)
+	if info.FWVersion != FWVersion || info.FWID != FWBuildID {
+		t.Errorf("Sys.GetInfo after the flash: %+v", info)
+	}
+	// The chip was erased: the files come from the zip's fs image.
+	var ls []string
+	json.Unmarshal(call(t, c, "FS.List", nil), &ls)
+	for _, want := range []string{"conf0.json", "ca.pem"} {
+		if !slices.Contains(ls, want) {
+			t.Errorf("FS.List after the flash = %v, lacks %s", ls, want)
+		}
+	}
 }
 
 // replayTranscript writes, on the device's pty, what a recorded host wrote

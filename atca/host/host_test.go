@@ -63,7 +63,6 @@ func TestSignerAndLockState(t *testing.T) {
 	}
 }
 
-
 func TestVerifyECDHCounterSHAAES(t *testing.T) {
 	c := atca.NewBlank(9)
 	bus := i2c.NewBus()

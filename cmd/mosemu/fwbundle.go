@@ -6,6 +6,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"time"
@@ -40,22 +41,11 @@ Sys.GetInfo reports its fw_version and fw_id.`,
 			if err != nil {
 				return err
 			}
-			if fsDir != "" {
-				ents, err := os.ReadDir(fsDir)
-				if err != nil {
-					return err
-				}
-				for _, e := range ents {
-					if e.IsDir() {
-						continue
-					}
-					b, err := os.ReadFile(filepath.Join(fsDir, e.Name()))
-					if err != nil {
-						return err
-					}
-					files[e.Name()] = b
-				}
+			extra, err := readFSDir(fsDir)
+			if err != nil {
+				return err
 			}
+			maps.Copy(files, extra)
 			fsPart, _ := partition.DefaultESP32().RootFS()
 			fsImg, err := factoryfs.Image(int64(fsPart.Size), files)
 			if err != nil {
@@ -87,6 +77,29 @@ Sys.GetInfo reports its fw_version and fw_id.`,
 	f.StringArrayVar(&signKeys, "sign-key", nil, "ECDSA P-256 private key (PEM) signing the manifest as sigN for the Nth --sign-key; an empty value skips N, as mos create-fw-bundle")
 	c.MarkFlagRequired("version")
 	return c
+}
+
+// readFSDir returns the files at the top level of dir ("" = none).
+func readFSDir(dir string) (map[string][]byte, error) {
+	files := map[string][]byte{}
+	if dir == "" {
+		return files, nil
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range ents {
+		if e.IsDir() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return nil, err
+		}
+		files[e.Name()] = b
+	}
+	return files, nil
 }
 
 // loadSignKeys reads PEM EC private keys ("" leaves a slot unsigned).

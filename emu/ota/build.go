@@ -1,15 +1,12 @@
 package ota
 
 import (
-	"archive/zip"
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/sha1"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"hash/crc32"
 	"time"
 )
 
@@ -57,9 +54,9 @@ type BundleSpec struct {
 	SignKeys []*ecdsa.PrivateKey
 }
 
-// WriteBundle returns the firmware zip as `mos build` lays it out for OTA:
-// stored entries with sizes and CRC-32 in their local headers,
-// manifest.json first with the parts' SHA-1 digests.
+// WriteBundle returns the firmware zip as `mos build` lays it out for OTA
+// (WriteZip): manifest.json first with the parts' SHA-1 digests, then the
+// app and fs images.
 func WriteBundle(s BundleSpec) ([]byte, error) {
 	if s.Name == "" || s.Platform == "" || s.Version == "" || s.BuildID == "" || len(s.App) == 0 || len(s.FS) == 0 {
 		return nil, errors.New("bundle: name, platform, version, build_id, app and fs are required")
@@ -69,6 +66,9 @@ func WriteBundle(s BundleSpec) ([]byte, error) {
 	}
 	if s.FSFile == "" {
 		s.FSFile = "fs.img"
+	}
+	if s.AppFile == s.FSFile {
+		return nil, errors.New("bundle: the app and fs files need different names")
 	}
 	digest := func(b []byte) string { h := sha1.Sum(b); return hex.EncodeToString(h[:]) }
 	m := map[string]any{"name": s.Name, "platform": s.Platform, "version": s.Version, "build_id": s.BuildID,
@@ -85,25 +85,5 @@ func WriteBundle(s BundleSpec) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	var buf bytes.Buffer
-	zw := zip.NewWriter(&buf)
-	dir := s.Name + "-" + s.Platform + "/"
-	for _, f := range []struct {
-		name  string
-		data  []byte
-		extra []byte
-	}{{"manifest.json", manifest, extra}, {s.AppFile, s.App, nil}, {s.FSFile, s.FS, nil}} {
-		w, err := zw.CreateRaw(&zip.FileHeader{Name: dir + f.name, Method: zip.Store, CRC32: crc32.ChecksumIEEE(f.data),
-			CompressedSize64: uint64(len(f.data)), UncompressedSize64: uint64(len(f.data)), Extra: f.extra})
-		if err != nil {
-			return nil, err
-		}
-		if _, err := w.Write(f.data); err != nil {
-			return nil, err
-		}
-	}
-	if err := zw.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
+	return WriteZip(ZipDir(s.Name, s.Version), manifest, extra, map[string][]byte{s.AppFile: s.App, s.FSFile: s.FS})
 }

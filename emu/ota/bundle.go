@@ -69,12 +69,31 @@ type Sink interface {
 	FileEnd(fi FileInfo) error
 }
 
-// ErrBundle marks a malformed or unacceptable bundle.
+// ErrBundle marks a malformed or unacceptable bundle (errors.Is matches
+// every *BundleError).
 var ErrBundle = errors.New("bad firmware bundle")
 
-func bundleErr(format string, a ...any) error {
-	return fmt.Errorf("%w: %s", ErrBundle, fmt.Sprintf(format, a...))
+// BundleError is a bundle the updater refuses. Status is the updater's
+// status message, what OTA.Status and the failed call report (empty where
+// the updater sets none); Log is the error line it logs, if any.
+type BundleError struct{ Status, Log string }
+
+func (e *BundleError) Error() string {
+	if e.Status == "" {
+		return ErrBundle.Error() + ": " + e.Log
+	}
+	return ErrBundle.Error() + ": " + e.Status
 }
+
+// Is makes errors.Is(err, ErrBundle) hold.
+func (e *BundleError) Is(target error) bool { return target == ErrBundle }
+
+func bundleErr(format string, a ...any) error {
+	return &BundleError{Status: fmt.Sprintf(format, a...)}
+}
+
+// loggedErr is a refusal the updater also logs.
+func loggedErr(status, log string) error { return &BundleError{Status: status, Log: log} }
 
 type readerState int
 
@@ -143,10 +162,11 @@ func (r *Reader) step() (bool, error) {
 		r.cur, r.left, r.crc = fi, fi.Size, 0
 		if r.state == wantManifestHeader {
 			if fi.Name != "manifest.json" {
-				return false, bundleErr("got %s instead of manifest.json", fi.Name)
+				// The updater logs this and sets no status message.
+				return false, loggedErr("", fmt.Sprintf("Get %s instead of manifest.json", fi.Name))
 			}
 			if fi.Size > MaxManifestSize {
-				return false, bundleErr("manifest too big (%d bytes)", fi.Size)
+				return false, bundleErr("Manifest too big (%d bytes)", fi.Size)
 			}
 			r.state = wantManifest
 			return true, nil
@@ -166,7 +186,7 @@ func (r *Reader) step() (bool, error) {
 		}
 		data := r.buf[:r.cur.Size]
 		if r.cur.CRC != 0 && crc32.ChecksumIEEE(data) != r.cur.CRC {
-			return false, bundleErr("invalid CRC of manifest.json")
+			return false, bundleErr("Invalid CRC")
 		}
 		m, err := ParseManifest(data)
 		if err != nil {
@@ -200,7 +220,7 @@ func (r *Reader) step() (bool, error) {
 		}
 		if r.state == inFile {
 			if r.cur.CRC != 0 && r.crc != r.cur.CRC {
-				return false, bundleErr("invalid CRC of %s: want 0x%08x, got 0x%08x", r.cur.Name, r.cur.CRC, r.crc)
+				return false, loggedErr("Invalid CRC", fmt.Sprintf("Invalid CRC, want 0x%x, got 0x%x", r.cur.CRC, r.crc))
 			}
 			if err := r.sink.FileEnd(r.cur); err != nil {
 				return false, err
@@ -219,7 +239,7 @@ func parseLocalHeader(b []byte) (FileInfo, int, error) {
 		return FileInfo{}, 0, nil
 	}
 	if binary.LittleEndian.Uint32(b) != zipLocalMagic {
-		return FileInfo{}, 0, bundleErr("malformed archive (invalid file header)")
+		return FileInfo{}, 0, bundleErr("Malformed archive (invalid file header)")
 	}
 	if len(b) < zipHeaderSize {
 		return FileInfo{}, 0, nil
@@ -235,20 +255,20 @@ func parseLocalHeader(b []byte) (FileInfo, int, error) {
 		return FileInfo{}, 0, nil
 	}
 	if method != 0 {
-		return FileInfo{}, 0, bundleErr("cannot handle compressed .zip")
+		return FileInfo{}, 0, loggedErr("Cannot handle compressed .zip", "Cannot handle compressed .zip")
 	}
 	if flags&(1<<3) != 0 && csize == 0 {
-		return FileInfo{}, 0, bundleErr("malformed archive (sizes in a data descriptor)")
+		return FileInfo{}, 0, bundleErr("Malformed archive (sizes in a data descriptor)")
 	}
 	if csize != usize {
-		return FileInfo{}, 0, bundleErr("malformed archive")
+		return FileInfo{}, 0, loggedErr("Malformed archive", "Malformed archive")
 	}
 	name := string(b[zipHeaderSize : zipHeaderSize+nameLen])
 	if i := strings.IndexByte(name, '/'); i >= 0 {
 		name = name[i+1:]
 	}
 	if len(name) > maxNameLen {
-		return FileInfo{}, 0, bundleErr("too long file name")
+		return FileInfo{}, 0, loggedErr("Too long file name", "Too long file name")
 	}
 	return FileInfo{Name: name, Size: usize, CRC: crc}, zipHeaderSize + nameLen + extraLen, nil
 }
@@ -287,10 +307,10 @@ func parseSigExtra(extra []byte) map[string]string {
 func ParseManifest(data []byte) (*Manifest, error) {
 	var m Manifest
 	if err := json.Unmarshal(data, &m); err != nil {
-		return nil, bundleErr("failed to parse manifest: %v", err)
+		return nil, bundleErr("Failed to parse manifest")
 	}
 	if m.Platform == "" || m.Version == "" || m.BuildID == "" || len(m.Parts) == 0 {
-		return nil, bundleErr("required manifest field missing")
+		return nil, bundleErr("Required manifest field missing")
 	}
 	m.Raw = append([]byte(nil), data...)
 	return &m, nil

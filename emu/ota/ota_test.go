@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"strings"
 	"testing"
 	"time"
 
@@ -197,8 +198,61 @@ func TestWriteBundleReads(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := &recSink{}
-	if _, err := NewReader(s).Write(z); err != nil || fmt.Sprint(s.events) != "[manifest 1 begin x.bin "+fmt.Sprint(len(app))+" end x.bin begin fs.img 2 end fs.img]" {
+	if _, err := NewReader(s).Write(z); err != nil || fmt.Sprint(s.events) != "[manifest 1 begin fs.img 2 end fs.img begin x.bin "+fmt.Sprint(len(app))+" end x.bin]" {
 		t.Fatalf("%v %v", s.events, err)
+	}
+	zr, err := zip.NewReader(bytes.NewReader(z), int64(len(z)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, f := range zr.File {
+		names = append(names, f.Name)
+	}
+	if fmt.Sprint(names) != "[x-1/manifest.json x-1/fs.img x-1/x.bin]" {
+		t.Errorf("entries %v, want the mgos_fw_meta.py layout", names)
+	}
+}
+
+// TestReaderManifestPosition: the updater drops the folder (up to the
+// first '/') and needs manifest.json as the first entry; otherwise it
+// logs "Get NAME instead of manifest.json" and sets no status message.
+func TestReaderManifestPosition(t *testing.T) {
+	zipOf := func(names ...string) []byte {
+		var buf bytes.Buffer
+		zw := zip.NewWriter(&buf)
+		for _, n := range names {
+			d := []byte("data")
+			if strings.HasSuffix(n, "manifest.json") {
+				d = []byte(testManifest)
+			}
+			w, _ := zw.CreateRaw(&zip.FileHeader{Name: n, Method: zip.Store, CRC32: crc32.ChecksumIEEE(d),
+				CompressedSize64: uint64(len(d)), UncompressedSize64: uint64(len(d))})
+			w.Write(d)
+		}
+		zw.Close()
+		return buf.Bytes()
+	}
+	for _, tc := range []struct {
+		names []string
+		log   string // "" = accepted
+	}{
+		{[]string{"manifest.json", "app.bin"}, ""},
+		{[]string{"x-2.0/manifest.json", "x-2.0/app.bin"}, ""},
+		{[]string{"x-esp32-2.0/manifest.json", "x-esp32-2.0/app.bin"}, ""},
+		{[]string{"x-2.0/app.bin", "x-2.0/manifest.json"}, "Get app.bin instead of manifest.json"},
+		{[]string{"app.bin", "manifest.json"}, "Get app.bin instead of manifest.json"},
+		{[]string{"a/b/manifest.json", "a/b/app.bin"}, "Get b/manifest.json instead of manifest.json"},
+	} {
+		s := &recSink{}
+		_, err := NewReader(s).Write(zipOf(tc.names...))
+		var be *BundleError
+		switch {
+		case tc.log == "" && (err != nil || len(s.events) == 0 || s.events[0] != "manifest 2.0"):
+			t.Errorf("%v: %v %v", tc.names, s.events, err)
+		case tc.log != "" && (!errors.As(err, &be) || be.Log != tc.log || be.Status != "" || len(s.events) != 0):
+			t.Errorf("%v: err %#v, events %v; want log %q and no status", tc.names, err, s.events, tc.log)
+		}
 	}
 }
 

@@ -144,11 +144,19 @@ func (u *Updater) timeout(s *session) {
 func (u *Updater) failLocked(err error) error {
 	s := u.sess
 	s.state = StateError
-	s.msg = strings.TrimPrefix(err.Error(), ErrBundle.Error()+": ")
+	s.msg = err.Error()
+	if be := (*BundleError)(nil); errors.As(err, &be) {
+		if be.Log != "" {
+			u.Log.Error(be.Log, console.Src("mgos_ota_core.c", 431))
+		}
+		s.msg = be.Status
+	}
 	if s.wdt != nil {
 		s.wdt.Stop()
 	}
-	u.Log.Error("Update failed: "+s.msg, console.Src("mgos_ota_core.c", 560))
+	if s.msg != "" {
+		u.Log.Error("Update failed: "+s.msg, console.Src("mgos_ota_core.c", 560))
+	}
 	return fmt.Errorf("%w: %s", ErrUpdateFailed, s.msg)
 }
 

@@ -425,8 +425,8 @@ func (c *cli) configSet(ctx context.Context, args []string) error {
 }
 
 // ota does what mos ota does: OTA.Status (the device must be idle),
-// OTA.Begin with the size, OTA.Write in 512-byte chunks (3 tries each),
-// OTA.End; then, as a user would, it waits for the device to reboot into
+// OTA.Begin with the size, OTA.Write in 512-byte chunks (3 tries each,
+// then OTA.End and the error), OTA.End; then, as a user would, it waits for the device to reboot into
 // the update.
 func (c *cli) ota(ctx context.Context, args []string) error {
 	commitTimeout := 300
@@ -472,7 +472,8 @@ func (c *cli) ota(ctx context.Context, args []string) error {
 	for off := 0; off < len(data); off += putChunk {
 		params := map[string]any{"offset": off, "data": base64.StdEncoding.EncodeToString(data[off:min(off+putChunk, len(data))])}
 		if _, err := retry(ctx, func() (json.RawMessage, error) { return cl.Call(ctx, "OTA.Write", params) }); err != nil {
-			return err
+			cl.Call(ctx, "OTA.End", nil) // as mos: end the failed update
+			return fmt.Errorf("write failed at offset %d: %w", off, err)
 		}
 	}
 	if _, err := cl.Call(ctx, "OTA.End", nil); err != nil {
