@@ -272,3 +272,28 @@ func TestEncryptThenMACBug(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkServerHandshake is a full ECDHE-ECDSA handshake of a crypto/tls
+// client with our server; BenchmarkServerHandshakeCryptoTLS, the baseline,
+// is the same with a crypto/tls server.
+func BenchmarkServerHandshake(b *testing.B) { benchServer(b, false) }
+
+// BenchmarkServerHandshakeCryptoTLS is the crypto/tls baseline.
+func BenchmarkServerHandshakeCryptoTLS(b *testing.B) { benchServer(b, true) }
+
+func benchServer(b *testing.B, cryptoTLS bool) {
+	cert := issue(b, "device.local", nil, false, false)
+	for b.Loop() {
+		c1, c2 := net.Pipe()
+		if cryptoTLS {
+			go tls.Server(c1, &tls.Config{Certificates: []tls.Certificate{cert.tls}, MaxVersion: tls.VersionTLS12}).Handshake()
+		} else {
+			go Server(c1, &Config{Certificate: &cert.tls}).Handshake()
+		}
+		if err := tls.Client(c2, &tls.Config{InsecureSkipVerify: true, MaxVersion: tls.VersionTLS12}).Handshake(); err != nil {
+			b.Fatal(err)
+		}
+		c1.Close()
+		c2.Close()
+	}
+}
