@@ -158,6 +158,7 @@ type Conn struct {
 
 	transcript bytes.Buffer
 	ecKey      ECDHKey // the handshake's ECDH key, released when it ends
+	phase      uint8   // the handshake message (or recordCCS) being read, for mbedTLS's error code
 }
 
 // Server returns a server-side connection over c; the handshake runs on
@@ -195,6 +196,7 @@ func (c *Conn) Handshake() error {
 	}
 	c.ecKey = nil
 	if c.hsErr != nil {
+		c.logError(c.hsErr)
 		var a *AlertError
 		if errors.As(c.hsErr, &a) && !a.Received {
 			c.sendAlert(a.Desc)
@@ -280,6 +282,7 @@ func (c *Conn) fill(n int) error {
 // readHandshake returns the next handshake message (header included) and
 // adds it to the transcript. want, when not 0, is the only type accepted.
 func (c *Conn) readHandshake(want uint8) ([]byte, error) {
+	c.phase = want
 	for {
 		if len(c.hsIn) >= 4 {
 			n := int(c.hsIn[1])<<16 | int(c.hsIn[2])<<8 | int(c.hsIn[3])
@@ -289,6 +292,7 @@ func (c *Conn) readHandshake(want uint8) ([]byte, error) {
 			if len(c.hsIn) >= 4+n {
 				msg := append([]byte{}, c.hsIn[:4+n]...)
 				c.hsIn = c.hsIn[4+n:]
+				c.phase = msg[0]
 				if want != 0 && msg[0] != want {
 					return nil, alertf(alertUnexpectedMessage, "handshake message %d, want %d", msg[0], want)
 				}
@@ -316,6 +320,7 @@ func (c *Conn) readHandshake(want uint8) ([]byte, error) {
 
 // readCCS reads a ChangeCipherSpec record.
 func (c *Conn) readCCS() error {
+	c.phase = recordCCS
 	if len(c.hsIn) != 0 {
 		return alertf(alertUnexpectedMessage, "handshake data before ChangeCipherSpec")
 	}
@@ -407,6 +412,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 			if errors.As(err, &a) && !a.Received {
 				c.sendAlert(a.Desc)
 			}
+			c.logError(err)
 			return 0, err
 		}
 		switch typ {
@@ -415,6 +421,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 		case recordAlert:
 			err := c.alertReceived(data)
 			c.readErr = err
+			c.logError(err)
 			return 0, err
 		case recordHandshake: // renegotiation is not compiled in: refuse it
 			if len(data) > 0 && data[0] == hsClientHello && !c.isClient || len(data) > 0 && data[0] == 0 && c.isClient {

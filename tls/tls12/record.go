@@ -34,6 +34,7 @@ const (
 	alertRecordOverflow       = 22
 	alertHandshakeFailure     = 40
 	alertBadCertificate       = 42
+	alertCertificateExpired   = 45
 	alertCertificateUnknown   = 46
 	alertIllegalParameter     = 47
 	alertUnknownCA            = 48

@@ -349,7 +349,7 @@ func (c *Conn) verifyChain(chain [][]byte, roots *x509.CertPool, name string, us
 		}
 		return certs[0], nil
 	case errors.As(err, &ci) && ci.Reason == x509.Expired:
-		return nil, alertf(45, "%v", err) // certificate_expired
+		return nil, alertf(alertCertificateExpired, "%v", err)
 	case errors.As(err, &ua):
 		return nil, alertf(alertUnknownCA, "%v", err)
 	default:

@@ -12,8 +12,11 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -297,3 +300,50 @@ func benchServer(b *testing.B, cryptoTLS bool) {
 		c2.Close()
 	}
 }
+
+// TestMbedTLSErrorLines: a failed handshake prints the port's
+// "mbedTLS error: -0x...." line with mbedTLS's code.
+func TestMbedTLSErrorLines(t *testing.T) {
+	ca := issue(t, "CA", nil, false, true)
+	srv := issue(t, "device.local", ca, false, false)
+	stranger := issue(t, "intruder", issue(t, "Other CA", nil, false, true), false, false)
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.x509)
+	for _, tc := range []struct {
+		name   string
+		client *tls.Config
+		mtls   bool
+		want   string
+	}{
+		{"no common suite", &tls.Config{MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256}}, false, "-0x7380"},
+		{"TLS 1.3 only", &tls.Config{MinVersion: tls.VersionTLS13}, false, "-0x7380"},
+		{"no client certificate", &tls.Config{}, true, "-0x7480"},
+		{"untrusted client certificate", &tls.Config{Certificates: []tls.Certificate{stranger.tls}}, true, "-0x2700"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var lb bytes.Buffer
+			var mu sync.Mutex
+			log := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return lb.Write(p) }), nil))
+			cfg := &Config{Certificate: &srv.tls, Log: log}
+			if tc.mtls {
+				cfg.ClientCAs = pool
+			}
+			c1, c2 := net.Pipe()
+			done := make(chan struct{})
+			go func() { Server(c1, cfg).Handshake(); close(done) }()
+			tc.client.InsecureSkipVerify = true
+			tls.Client(c2, tc.client).Handshake()
+			c2.Close()
+			<-done
+			mu.Lock()
+			defer mu.Unlock()
+			if !strings.Contains(lb.String(), "mbedTLS error: "+tc.want) {
+				t.Errorf("want %s in %q", tc.want, lb.String())
+			}
+		})
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
