@@ -198,6 +198,7 @@ func (d *Device) factoryProvision() error {
 			if _, err := d.flash.WriteAt(w.data, w.off); err != nil {
 				return err
 			}
+			d.flash.Share(w.off, int64(len(w.data))) // the same bytes as every other device's
 		}
 	case "esp8266":
 		return d.provision8266()

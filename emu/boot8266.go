@@ -244,6 +244,7 @@ func (d *Device) provision8266() error {
 		if _, err := d.flash.WriteAt(w.data, int64(w.off)); err != nil {
 			return err
 		}
+		d.flash.Share(int64(w.off), int64(len(w.data))) // the same bytes as every other device's
 	}
 	return nil
 }

@@ -58,6 +58,7 @@ func (d *Device) writeFactoryFS() error {
 		if _, err := d.flash.WriteAt(sec, off+int64(s)); err != nil {
 			return err
 		}
+		d.flash.Share(off+int64(s), int64(len(sec))) // the same image as every other device's
 	}
 	return nil
 }

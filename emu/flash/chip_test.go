@@ -228,3 +228,43 @@ func TestSectorPoolCopyOnWrite(t *testing.T) {
 		t.Fatal("pooled content changed by an erase and write elsewhere")
 	}
 }
+
+// TestShareKeepsOneCopyOfPartialSectors: a write that ends inside a sector
+// is not pooled by itself; Share pools it, and a later write still copies
+// before changing it.
+func TestShareKeepsOneCopyOfPartialSectors(t *testing.T) {
+	pool := NewSectorPool()
+	img := bytes.Repeat([]byte{0x3C}, SectorSize+100) // one whole sector, then 100 bytes
+	var chips []*Chip
+	for range 2 {
+		c := NewMemory(4 * SectorSize)
+		c.SetPool(pool)
+		if _, err := c.WriteAt(img, SectorSize); err != nil {
+			t.Fatal(err)
+		}
+		chips = append(chips, c)
+	}
+	a, b := chips[0], chips[1]
+	if a.sectors[2] == b.sectors[2] {
+		t.Fatal("partly written sectors shared before Share")
+	}
+	a.Share(SectorSize, int64(len(img)))
+	b.Share(SectorSize, int64(len(img)))
+	if a.sectors[1] != b.sectors[1] || a.sectors[2] != b.sectors[2] {
+		t.Fatal("identical sectors not shared after Share")
+	}
+	if _, err := b.WriteAt([]byte{0x0C}, 2*SectorSize+200); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, SectorSize)
+	a.ReadAt(got, 2*SectorSize)
+	want := append(bytes.Repeat([]byte{0x3C}, 100), bytes.Repeat([]byte{Erased}, SectorSize-100)...)
+	if !bytes.Equal(got, want) {
+		t.Fatal("a write through one chip changed the other's shared sector")
+	}
+	b.ReadAt(got, 2*SectorSize)
+	if got[200] != 0x0C || got[99] != 0x3C || got[100] != Erased {
+		t.Fatalf("chip b reads % x .. % x", got[99:101], got[200:201])
+	}
+	NewMemory(SectorSize).Share(0, SectorSize) // no pool: nothing to do
+}

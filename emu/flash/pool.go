@@ -54,3 +54,26 @@ func (c *Chip) internLocked(s int64, sec *[SectorSize]byte) {
 	c.sectors[s] = c.pool.intern(sec)
 	c.shared[s] = true
 }
+
+// Share puts the sectors overlapping [off, off+n) that the chip holds on
+// its own into the pool, so that chips holding the same bytes there (the
+// factory image every device of a fleet is written with, whose last
+// sectors are only partly programmed) keep one copy between them. It is
+// for content that other chips are known to hold too: a sector unique to
+// this chip would stay in the pool after the chip rewrites it. Without a
+// pool it does nothing.
+func (c *Chip) Share(off, n int64) {
+	if n <= 0 || c.check(off, n) != nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pool == nil {
+		return
+	}
+	for s := off / SectorSize; s <= (off+n-1)/SectorSize; s++ {
+		if sec := c.sectors[s]; sec != nil && !c.shared[s] {
+			c.internLocked(s, sec)
+		}
+	}
+}
