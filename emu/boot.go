@@ -176,34 +176,55 @@ func isBlank(dev flash.Device) bool {
 // something is flashed.
 func (d *Device) factoryProvision() error {
 	d.forgetUpdates()
-	if err := d.writeFactoryFS(); err != nil {
+	img, err := d.factoryImage()
+	if err != nil {
 		return err
+	}
+	for _, w := range img {
+		if _, err := d.flash.WriteAt(w.data, w.off); err != nil {
+			return err
+		}
+		d.flash.Share(w.off, int64(len(w.data))) // the same bytes as every other device's
+	}
+	return nil
+}
+
+// factoryImage returns what factoryProvision writes, in order: the root
+// filesystem image, then the boot loader, partition table and application
+// of the board. Devices sharing Options.Factory share one copy.
+func (d *Device) factoryImage() ([]factoryWrite, error) {
+	if d.opts.Factory == nil {
+		return d.buildFactoryImage()
+	}
+	return d.opts.Factory.get(factoryKey{arch: d.board.Arch, flashSize: d.board.FlashSize, schema: d.schema()}, d.buildFactoryImage)
+}
+
+// buildFactoryImage builds the factory image of the device's board.
+func (d *Device) buildFactoryImage() ([]factoryWrite, error) {
+	img, err := d.factoryFS()
+	if err != nil {
+		return nil, err
 	}
 	built := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC) // the build fw_id names (fwID)
 	switch d.board.Arch {
 	case "esp32":
 		pt, err := partition.DefaultESP32().Marshal()
 		if err != nil {
-			return err
+			return nil, err
 		}
 		app, _ := partition.DefaultESP32().Find("app_0")
-		for _, w := range []struct {
-			off  int64
-			data []byte
-		}{
-			{0x1000, bootloaderImage()},
-			{partition.Offset, pt},
-			{int64(app.Offset), appImage(AppName, FWVersion, built)},
-		} {
-			if _, err := d.flash.WriteAt(w.data, w.off); err != nil {
-				return err
-			}
-			d.flash.Share(w.off, int64(len(w.data))) // the same bytes as every other device's
-		}
+		img = append(img,
+			factoryWrite{0x1000, bootloaderImage()},
+			factoryWrite{partition.Offset, pt},
+			factoryWrite{int64(app.Offset), appImage(AppName, FWVersion, built)})
 	case "esp8266":
-		return d.provision8266()
+		w, err := factoryImage8266(d.board.FlashSize)
+		if err != nil {
+			return nil, err
+		}
+		img = append(img, w...)
 	}
-	return nil
+	return img, nil
 }
 
 // banner prints the boot lines Mongoose OS prints (rpc.md §8).

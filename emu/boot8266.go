@@ -225,28 +225,19 @@ func (d *Device) banner8266(app, version, buildID string) {
 // UART channel) take after esp_main.c has printed the free heap.
 const earlyHeap8266 = 4 * 1024
 
-// provision8266 writes what `mos flash` of a Mongoose OS ESP8266 build
-// leaves on a 4 MiB chip: rBoot at 0x0, a blank config sector (rBoot
-// writes its defaults on first boot), the app in slot 0, RF calibration
-// and system parameter sectors erased.
-func (d *Device) provision8266() error {
-	lay, err := rboot.LayoutFor(d.board.FlashSize)
+// factoryImage8266 is what `mos flash` of a Mongoose OS ESP8266 build
+// leaves on a chip of flashSize bytes besides the fs: rBoot at 0x0, a
+// blank config sector (rBoot writes its defaults on first boot), the app
+// in slot 0, RF calibration and system parameter sectors erased.
+func factoryImage8266(flashSize int64) ([]factoryWrite, error) {
+	lay, err := rboot.LayoutFor(flashSize)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	for _, w := range []struct {
-		off  uint32
-		data []byte
-	}{
-		{rboot.BootAddr, rbootImage()},
-		{lay.Default.ROMs[0], factoryApp8266()},
-	} {
-		if _, err := d.flash.WriteAt(w.data, int64(w.off)); err != nil {
-			return err
-		}
-		d.flash.Share(int64(w.off), int64(len(w.data))) // the same bytes as every other device's
-	}
-	return nil
+	return []factoryWrite{
+		{int64(rboot.BootAddr), rbootImage()},
+		{int64(lay.Default.ROMs[0]), factoryApp8266()},
+	}, nil
 }
 
 // rbootImage is a stand-in for rboot.bin: a v1 image with rBoot's load

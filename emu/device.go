@@ -71,6 +71,10 @@ type Options struct {
 	// SectorPool, when set, shares identical flash sectors with the other
 	// devices using the same pool (a fleet's factory images), copy on write.
 	SectorPool *flash.SectorPool
+	// Factory, when set, shares the factory image written on a new
+	// device's flash with the other devices using it (a fleet); nil builds
+	// it for this device.
+	Factory *FactoryImages
 	// ParentLocked skips the state directory's own lock: the caller holds
 	// the lock of a directory above it for all its devices (a fleet, see
 	// LockStateDir), and each device saves a file descriptor.

@@ -23,44 +23,43 @@ import (
 // the device uses and the user's own settings still win.
 const ProvisionLevel = 5
 
-// writeFactoryFS writes the fs image of the factory build (conf0.json,
-// ca.pem) to the root filesystem partition of a blank chip, as `mos flash`
-// of a Mongoose OS build does.
-func (d *Device) writeFactoryFS() error {
+// factoryFS returns the fs image of the factory build (conf0.json, ca.pem)
+// for the root filesystem partition of a blank chip, as `mos flash` of a
+// Mongoose OS build writes it: its sectors that are not blank (erased
+// sectors stay unwritten: sparse state).
+func (d *Device) factoryFS() ([]factoryWrite, error) {
 	off, size := d.board.FSOffset, d.board.FSSize
 	if d.board.Arch == "esp8266" { // rBoot's default layout: slot 0's fs
 		lay, err := rboot.LayoutFor(d.board.FlashSize)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		off, size = int64(lay.Default.FSAddrs[0]), int64(lay.Default.FSSizes[0])
 	}
 	if d.board.HasPartitionTable {
 		p, ok := partition.DefaultESP32().RootFS()
 		if !ok {
-			return errors.New("no fs partition in the default layout")
+			return nil, errors.New("no fs partition in the default layout")
 		}
 		off, size = int64(p.Offset), int64(p.Size)
 	}
 	files, err := factoryfs.Files(d.schema())
 	if err != nil {
-		return err
+		return nil, err
 	}
 	img, err := factoryfs.Image(size, files)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	for s := 0; s < len(img); s += flash.SectorSize { // erased sectors stay unwritten (sparse state)
+	var out []factoryWrite
+	for s := 0; s < len(img); s += flash.SectorSize {
 		sec := img[s:min(s+flash.SectorSize, len(img))]
 		if bytes.Count(sec, []byte{flash.Erased}) == len(sec) {
 			continue
 		}
-		if _, err := d.flash.WriteAt(sec, off+int64(s)); err != nil {
-			return err
-		}
-		d.flash.Share(off+int64(s), int64(len(sec))) // the same image as every other device's
+		out = append(out, factoryWrite{off + int64(s), sec})
 	}
-	return nil
+	return out, nil
 }
 
 // provision writes the emulator's settings for the device to

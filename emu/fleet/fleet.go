@@ -234,6 +234,7 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 	f := &Fleet{Opts: o, unlock: unlock}
 	schemas := &configs.Schemas{}    // one read-only schema for the whole fleet
 	sectors := flash.NewSectorPool() // one copy of the factory image's sectors
+	factory := &emu.FactoryImages{}  // built once, written on every new device
 	var console *lineWriter
 	if o.Console != nil {
 		console = &lineWriter{w: o.Console}
@@ -262,7 +263,7 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 			port = ports.take()
 		}
 		eo := emu.Options{Arch: o.Arch, StateDir: m.Dir, HTTPAddr: net.JoinHostPort(httpHost, strconv.Itoa(port)),
-			Seed: Seed(n), MAC: fmt.Sprintf("5CCF7F%06d", n), Schemas: schemas, Serial: o.Serial, DeferSync: true, ParentLocked: true, SectorPool: sectors,
+			Seed: Seed(n), MAC: fmt.Sprintf("5CCF7F%06d", n), Schemas: schemas, Serial: o.Serial, DeferSync: true, ParentLocked: true, SectorPool: sectors, Factory: factory,
 			TLSHandshakeLatency: m.TLSLatency, TLSDynamicBuffers: o.TLSDynamicBuffers,
 			MQTTUser: o.MQTTUser, MQTTPass: o.MQTTPass}
 		if m.WrongCredentials {
