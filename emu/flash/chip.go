@@ -235,25 +235,37 @@ func (c *Chip) WriteAt(p []byte, off int64) (int, error) {
 			c.sectors[s] = sec
 			delete(c.shared, s)
 		}
-		if sec == nil {
-			if allErased(src) {
-				n += chunk
-				continue
-			}
-			sec = new([SectorSize]byte)
-			fill(sec[:], Erased)
+		switch {
+		case sec == nil && allErased(src):
+			n += chunk
+			continue
+		case sec == nil && chunk == SectorSize && c.pool != nil:
+			// A whole sector programmed on an erased one holds src: the
+			// pool's copy when it has one (a fleet's factory image).
+			sec = c.pool.internBytes(src)
 			c.sectors[s] = sec
-		}
-		for i, b := range src {
-			sec[in+i] &= b
-		}
-		if chunk == SectorSize {
-			c.internLocked(s, sec)
+			if c.shared == nil {
+				c.shared = map[int64]bool{}
+			}
+			c.shared[s] = true
+		default:
+			if sec == nil {
+				sec = new([SectorSize]byte)
+				fill(sec[:], Erased)
+				c.sectors[s] = sec
+			}
+			for i, b := range src {
+				sec[in+i] &= b
+			}
+			if chunk == SectorSize {
+				c.internLocked(s, sec)
+			}
 		}
 		if f, err := c.backing(); err != nil {
 			return n, err
 		} else if f != nil {
-			inv := make([]byte, chunk)
+			var buf [SectorSize]byte // on the stack: no garbage per write
+			inv := buf[:chunk]
 			for i := range inv {
 				inv[i] = sec[in+i] ^ 0xFF
 			}

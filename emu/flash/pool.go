@@ -31,6 +31,21 @@ func (p *SectorPool) intern(sec *[SectorSize]byte) *[SectorSize]byte {
 	return sec
 }
 
+// internBytes returns the pool's copy of content b (one sector), adding a
+// copy of b if new.
+func (p *SectorPool) internBytes(b []byte) *[SectorSize]byte {
+	h := sha256.Sum256(b)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if q, ok := p.m[h]; ok && string(q[:]) == string(b) {
+		return q
+	}
+	sec := new([SectorSize]byte)
+	copy(sec[:], b)
+	p.m[h] = sec
+	return sec
+}
+
 // SetPool makes the chip share its full-sector contents through p: the
 // sectors it holds now and every sector written whole from now on.
 func (c *Chip) SetPool(p *SectorPool) {
