@@ -122,6 +122,9 @@ func (d *Device) boot() (_ *firmware, err error) {
 	if err := d.startFirmware(fw); err != nil {
 		return nil, d.firmwareFailure(err)
 	}
+	// The devices of a fleet boot to the same filesystem metadata (the
+	// provisioned config): one copy of those sectors for all of them.
+	d.flash.Share(0, d.flash.Size())
 	d.finishBoot(fw)
 	booted = true
 	return fw, nil

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"syscall"
 	"testing"
@@ -267,4 +268,37 @@ func TestShareKeepsOneCopyOfPartialSectors(t *testing.T) {
 		t.Fatalf("chip b reads % x .. % x", got[99:101], got[200:201])
 	}
 	NewMemory(SectorSize).Share(0, SectorSize) // no pool: nothing to do
+}
+
+// TestSectorPoolForgetsUnheldContent: a content no chip holds any more
+// leaves the pool.
+func TestSectorPoolForgetsUnheldContent(t *testing.T) {
+	pool := NewSectorPool()
+	keep := NewMemory(2 * SectorSize)
+	keep.SetPool(pool)
+	keep.WriteAt(bytes.Repeat([]byte{0x01}, SectorSize), 0)
+	func() {
+		c := NewMemory(2 * SectorSize)
+		c.SetPool(pool)
+		c.WriteAt(bytes.Repeat([]byte{0x02}, SectorSize), 0)
+		c.WriteAt(bytes.Repeat([]byte{0x01}, SectorSize), SectorSize)
+		if c.sectors[1] != keep.sectors[0] {
+			t.Fatal("identical sectors not shared")
+		}
+	}()
+	if n := pool.Len(); n != 2 {
+		t.Fatalf("pool holds %d contents, want 2", n)
+	}
+	for i := 0; i < 100 && pool.Len() > 1; i++ {
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := pool.Len(); n != 1 {
+		t.Fatalf("pool holds %d contents after the only chip holding one went away, want 1", n)
+	}
+	got := make([]byte, SectorSize)
+	keep.ReadAt(got, 0)
+	if !bytes.Equal(got, bytes.Repeat([]byte{0x01}, SectorSize)) {
+		t.Fatal("the content still held changed")
+	}
 }
