@@ -24,8 +24,7 @@ import (
 // one API. Handlers run on their own goroutine, as with paho's
 // SetOrderMatters(false).
 type liteClient struct {
-	o    paho.ClientOptions
-	opts paho.ClientOptionsReader
+	o paho.ClientOptions
 
 	mu        sync.Mutex
 	conn      net.Conn // nil while disconnected
@@ -62,7 +61,7 @@ var errNotConnected = errors.New("mqtt: not connected")
 // will, KeepAlive, CleanSession, ConnectTimeout, ConnectRetryInterval,
 // MaxReconnectInterval, CustomOpenConnectionFn and the handlers).
 func newLiteClient(o *paho.ClientOptions) *liteClient {
-	return &liteClient{o: *o, opts: paho.NewOptionsReader(o), inflight: map[uint16]*liteToken{},
+	return &liteClient{o: *o, inflight: map[uint16]*liteToken{},
 		routes: map[string]paho.MessageHandler{}, firstConn: newLiteToken()}
 }
 
@@ -126,7 +125,9 @@ func (c *liteClient) IsConnected() bool {
 
 func (c *liteClient) IsConnectionOpen() bool { return c.IsConnected() }
 
-func (c *liteClient) OptionsReader() paho.ClientOptionsReader { return c.opts }
+// OptionsReader reads the client's own copy of the options (the caller's
+// copy is not kept: a fleet holds one per device).
+func (c *liteClient) OptionsReader() paho.ClientOptionsReader { return paho.NewOptionsReader(&c.o) }
 
 // Connect starts connecting in the background; the token completes on the
 // first successful connection (attempts go on until then).
