@@ -33,9 +33,9 @@ type Chip struct {
 	file    *os.File                    // open backing file, nil while idle
 	idle    *time.Timer                 // closes file after IdleClose without writes
 	closed  bool
-	noSync  bool           // the host syncs the filesystem: no fsync when closing an idle file
-	pool    *SectorPool    // shares identical sectors between chips; nil = none
-	shared  map[int64]bool // sectors pointing into the pool (copy on write)
+	noSync  bool        // the host syncs the filesystem: no fsync when closing an idle file
+	pool    *SectorPool // shares identical sectors between chips; nil = none
+	shared  sectorSet   // sectors pointing into the pool (copy on write)
 
 	// OnChange, when set before the chip is used, is called after every
 	// program (erase=false) or erase of [off, off+n), outside the chip's
@@ -229,11 +229,11 @@ func (c *Chip) WriteAt(p []byte, off int64) (int, error) {
 		chunk := min(len(p)-n, SectorSize-in)
 		src := p[n : n+chunk]
 		sec := c.sectors[s]
-		if sec != nil && c.shared[s] { // copy on write
+		if sec != nil && c.shared.has(s) { // copy on write
 			own := *sec
 			sec = &own
 			c.sectors[s] = sec
-			delete(c.shared, s)
+			c.shared.clear(s)
 		}
 		switch {
 		case sec == nil && allErased(src):
@@ -244,10 +244,7 @@ func (c *Chip) WriteAt(p []byte, off int64) (int, error) {
 			// pool's copy when it has one (a fleet's factory image).
 			sec = c.pool.internBytes(src)
 			c.sectors[s] = sec
-			if c.shared == nil {
-				c.shared = map[int64]bool{}
-			}
-			c.shared[s] = true
+			c.shared.set(s)
 		default:
 			if sec == nil {
 				sec = new([SectorSize]byte)
@@ -293,7 +290,7 @@ func (c *Chip) Erase(off, n int64) error {
 	defer c.mu.Unlock()
 	for s := off / SectorSize; s < (off+n)/SectorSize; s++ {
 		delete(c.sectors, s)
-		delete(c.shared, s)
+		c.shared.clear(s)
 	}
 	if c.path == "" || n == 0 {
 		return nil

@@ -88,11 +88,8 @@ func (c *Chip) internLocked(s int64, sec *[SectorSize]byte) {
 	if c.pool == nil {
 		return
 	}
-	if c.shared == nil {
-		c.shared = map[int64]bool{}
-	}
 	c.sectors[s] = c.pool.intern(sec)
-	c.shared[s] = true
+	c.shared.set(s)
 }
 
 // Share puts the sectors overlapping [off, off+n) that the chip holds on
@@ -112,8 +109,29 @@ func (c *Chip) Share(off, n int64) {
 		return
 	}
 	for s := off / SectorSize; s <= (off+n-1)/SectorSize; s++ {
-		if sec := c.sectors[s]; sec != nil && !c.shared[s] {
+		if sec := c.sectors[s]; sec != nil && !c.shared.has(s) {
 			c.internLocked(s, sec)
 		}
+	}
+}
+
+// sectorSet is a set of sector indexes, one bit each: a 4 MiB chip's
+// takes 128 bytes where a map of its shared sectors took a kilobyte.
+type sectorSet []uint64
+
+func (b sectorSet) has(s int64) bool {
+	return s/64 < int64(len(b)) && b[s/64]&(1<<(s%64)) != 0
+}
+
+func (b *sectorSet) set(s int64) {
+	if n := int(s/64) + 1; n > len(*b) {
+		*b = append(*b, make([]uint64, n-len(*b))...)
+	}
+	(*b)[s/64] |= 1 << (s % 64)
+}
+
+func (b sectorSet) clear(s int64) {
+	if s/64 < int64(len(b)) {
+		b[s/64] &^= 1 << (s % 64)
 	}
 }
