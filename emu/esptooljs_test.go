@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/mosemu/mosemu/emu/flashenc"
+	"github.com/mosemu/mosemu/internal/testkit"
 )
 
 // esptoolJSResult is what testdata/esptool-js/interop.mjs prints.
@@ -31,7 +32,7 @@ func runEsptoolJS(t *testing.T, d *Device, args ...string) esptoolJSResult {
 	node, err := exec.LookPath("node")
 	_, modErr := os.Stat(filepath.Join(dir, "node_modules", "esptool-js"))
 	if err != nil || modErr != nil {
-		missingPeer(t, "needs node and esptool-js (`npm ci` in %s, run by make test-deps)", dir)
+		testkit.MissingPeer(t, "needs node and esptool-js (`npm ci` in %s, run by make test-deps)", dir)
 	}
 	out, err := exec.Command(node, append([]string{filepath.Join(dir, "interop.mjs"), d.SerialPath()}, args...)...).Output()
 	lines := bytes.Split(bytes.TrimSpace(out), []byte("\n"))

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mosemu/mosemu/internal/testkit"
 	"github.com/mosemu/mosemu/rpc"
 )
 
@@ -139,7 +140,7 @@ func manifestLast(t *testing.T, z []byte) []byte {
 // message, as ota-common), keeps running its firmware with rBoot's config
 // untouched and takes the same files with the manifest first.
 func TestOTAESP8266ManifestLast(t *testing.T) {
-	con := &syncBuffer{}
+	con := &testkit.SyncBuffer{}
 	d := startDevice8266(t, t.TempDir(), con)
 	url := "ws://" + d.HTTPAddr() + "/rpc"
 	c := dial(t, url)

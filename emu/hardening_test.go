@@ -27,6 +27,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/mosemu/mosemu/internal/testkit"
 	"github.com/mosemu/mosemu/mqtt"
 	"github.com/mosemu/mosemu/rpc"
 	"github.com/mosemu/mosemu/rpc/client"
@@ -34,9 +35,9 @@ import (
 )
 
 // startWatched starts a device whose console is captured.
-func startWatched(t testing.TB, o Options) (*Device, *consoleBuf) {
+func startWatched(t testing.TB, o Options) (*Device, *testkit.SyncBuffer) {
 	t.Helper()
-	con := &consoleBuf{}
+	con := &testkit.SyncBuffer{}
 	o.Console = con
 	if o.StateDir == "" {
 		o.StateDir = t.TempDir()
@@ -45,15 +46,7 @@ func startWatched(t testing.TB, o Options) (*Device, *consoleBuf) {
 	if o.Seed == 0 {
 		o.Seed = 42
 	}
-	d, err := New(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
-	return d, con
+	return startWith(t, o), con
 }
 
 func startBroker(t testing.TB) *mqtt.Broker {

@@ -7,15 +7,12 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/mosemu/mosemu/internal/testkit"
 	"github.com/mosemu/mosemu/mqtt"
 	"github.com/mosemu/mosemu/rpc/client"
 )
@@ -107,7 +104,7 @@ func TestRPCOverEmbeddedBrokerAndRestart(t *testing.T) {
 }
 
 func TestRPCOverMosquitto(t *testing.T) {
-	port := startMosquitto(t, "")
+	port := testkit.StartMosquitto(t, "")
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	d, err := New(Options{StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", MQTTBroker: addr, Seed: 6})
 	if err != nil {
@@ -156,40 +153,4 @@ func TestMQTTChannelACL(t *testing.T) {
 	if res, err := mosCallAuth(t, b.Addr(), d.DeviceID(), "RPC.Ping", string(authJSON)); err != nil || string(res) != `{"channel_info": ""}` {
 		t.Fatalf("MQTT call with digest auth: %s %v", res, err)
 	}
-}
-
-// startMosquitto runs a real mosquitto on a free loopback port with extra
-// configuration lines, for the duration of the test. Outside CI a missing
-// mosquitto skips the test; in CI it fails it.
-func startMosquitto(t *testing.T, extra string) int {
-	t.Helper()
-	bin, err := exec.LookPath("mosquitto")
-	if err != nil {
-		bin = "/usr/sbin/mosquitto"
-	}
-	if _, err := os.Stat(bin); err != nil {
-		missingPeer(t, "needs mosquitto (apt-get install mosquitto, run by make test-deps)")
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	// "user" keeps a root mosquitto from switching to an account that
-	// cannot read the test's files.
-	conf := filepath.Join(t.TempDir(), "mosquitto.conf")
-	os.WriteFile(conf, []byte(fmt.Sprintf("user %s\nlistener %d 127.0.0.1\nallow_anonymous true\n%s", currentUser(), port, extra)), 0o644)
-	cmd := exec.Command(bin, "-c", conf)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
-			c.Close()
-			break
-		}
-	}
-	return port
 }

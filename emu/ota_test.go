@@ -29,6 +29,7 @@ import (
 	"github.com/mosemu/mosemu/emu/ota"
 	"github.com/mosemu/mosemu/emu/partition"
 	lfs "github.com/mosemu/mosemu/fs"
+	"github.com/mosemu/mosemu/internal/testkit"
 	"github.com/mosemu/mosemu/rpc"
 	"github.com/mosemu/mosemu/rpc/client"
 	"github.com/spf13/afero"
@@ -187,14 +188,7 @@ func getBootState(t *testing.T, c *client.Client) bootState {
 
 func otaDevice(t *testing.T, enc bool) *Device {
 	t.Helper()
-	d, err := New(Options{StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Seed: 7})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
+	d := startWith(t, Options{StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Seed: 7})
 	if enc { // the factory firmware's next boot encrypts the flash
 		if err := d.SetBootloaderFlashEncryption(true); err != nil {
 			t.Fatal(err)
@@ -552,7 +546,7 @@ func TestOTAUpdateOverHTTPS(t *testing.T) {
 // mount (its digest right, its content garbage) fails the first boot of the
 // update; the device reverts and comes back on the old firmware.
 func TestOTANewFirmwareThatDoesNotBootRevertsItself(t *testing.T) {
-	var log syncBuffer
+	var log testkit.SyncBuffer
 	d, err := New(Options{StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Seed: 7, Console: &log})
 	if err != nil {
 		t.Fatal(err)
@@ -571,7 +565,7 @@ func TestOTANewFirmwareThatDoesNotBootRevertsItself(t *testing.T) {
 	if err := mosOTA(dial(t, url), z, 2048, 300); err != nil {
 		t.Fatal(err)
 	}
-	log.waitFor(t, `Boot partition: app_1(.|\n)*Update failed to boot(.|\n)*Reverting to slot 0(.|\n)*Boot partition: app_0`)
+	log.WaitFor(t, `Boot partition: app_1(.|\n)*Update failed to boot(.|\n)*Reverting to slot 0(.|\n)*Boot partition: app_0`)
 	waitFW(t, url, FWVersion)
 	if bs := getBootState(t, dial(t, url)); !bs.IsCommitted || bs.ActiveSlot != 0 {
 		t.Errorf("boot state = %+v", bs)

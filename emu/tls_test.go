@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mosemu/mosemu/internal/testkit"
 	"github.com/mosemu/mosemu/rpc/client"
 )
 
@@ -92,7 +93,7 @@ func TestHTTPSAndMutualTLS(t *testing.T) {
 			t.Fatalf("curl -k: %s %v", out, err)
 		}
 	} else {
-		peerNote(t, "curl not installed: the curl -k part did not run")
+		testkit.PeerNote(t, "curl not installed: the curl -k part did not run")
 	}
 	// WSS with the Go client, as mos --port wss:// does.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -128,7 +129,7 @@ func TestHTTPSAndMutualTLS(t *testing.T) {
 func TestTLSConnectionFlood(t *testing.T) {
 	srvPKI := issue(t, "device", nil, true)
 	for _, dynamic := range []bool{false, true} {
-		var log lockedBuffer
+		var log testkit.SyncBuffer
 		d, err := New(Options{StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Seed: 9, TLSDynamicBuffers: dynamic, Console: &log})
 		if err != nil {
 			t.Fatal(err)

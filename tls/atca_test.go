@@ -1,7 +1,6 @@
 package devtls
 
 import (
-	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -17,13 +16,13 @@ import (
 	"math/big"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/mosemu/mosemu/atca"
 	atcahost "github.com/mosemu/mosemu/atca/host"
 	"github.com/mosemu/mosemu/emu/i2c"
+	"github.com/mosemu/mosemu/internal/testkit"
 	"github.com/mosemu/mosemu/tls/tls12"
 	"github.com/spf13/afero"
 )
@@ -68,23 +67,6 @@ func chipWithKeys(t testing.TB, keySlots map[int]uint16) (*atcahost.Driver, map[
 	return d, keys
 }
 
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 func atcaServer(t testing.TB, d *atcahost.Driver, k *ecdsa.PrivateKey, keyName string, log *slog.Logger, caFile string, fs afero.Fs) Options {
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "dev"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
@@ -102,7 +84,7 @@ func atcaServer(t testing.TB, d *atcahost.Driver, k *ecdsa.PrivateKey, keyName s
 // certificates are verified by the chip.
 func TestATCAKeyECDHEOnTheChip(t *testing.T) {
 	d, k := chipWithKey(t)
-	var lb logBuf
+	var lb testkit.SyncBuffer
 	log := slog.New(slog.NewTextHandler(&lb, nil))
 	fs := afero.NewMemMapFs()
 	o := atcaServer(t, d, k, "ATCA:0", log, "", fs)
@@ -170,7 +152,7 @@ func TestATCAKeyECDHEOnTheChip(t *testing.T) {
 	hold.Close()
 }
 
-func waitLog(t *testing.T, lb *logBuf, n int, s string) {
+func waitLog(t *testing.T, lb *testkit.SyncBuffer, n int, s string) {
 	t.Helper()
 	for i := 0; i < 200; i++ {
 		if strings.Count(lb.String(), s) >= n {
@@ -224,7 +206,7 @@ func TestStaticECDHUsesSlot0(t *testing.T) {
 		slot int
 		ok   bool
 	}{{0, true}, {1, false}} {
-		var lb logBuf
+		var lb testkit.SyncBuffer
 		log := slog.New(slog.NewTextHandler(&lb, nil))
 		fs := afero.NewMemMapFs()
 		o := atcaServer(t, d, keys[tc.slot], "", log, "", fs)

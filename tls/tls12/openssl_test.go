@@ -10,19 +10,9 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-func needOpenSSL(t *testing.T) string {
-	t.Helper()
-	p, err := exec.LookPath("openssl")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("openssl is not installed (.ci/deps.sh installs it)")
-		}
-		t.Skip("openssl not installed")
-	}
-	return p
-}
+	"github.com/mosemu/mosemu/internal/testkit"
+)
 
 func writePEM(t *testing.T, dir, name string, c *testCert) (certFile, keyFile string) {
 	t.Helper()
@@ -70,7 +60,7 @@ func serveOnce(t *testing.T, cfg *Config) string {
 // suite, encrypt-then-MAC and extended master secret as openssl reports
 // them, DHE, and client certificates.
 func TestOpenSSLClient(t *testing.T) {
-	openssl := needOpenSSL(t)
+	openssl := testkit.NeedTool(t, "", "openssl")
 	dir := t.TempDir()
 	ca := issue(t, "CA", nil, false, true)
 	ecSrv := issue(t, "device.local", ca, false, false)
@@ -131,7 +121,7 @@ func TestOpenSSLClient(t *testing.T) {
 // and a CBC handshake with encrypt-then-MAC ends in bad_record_mac as with
 // the fork (openssl receives the server's Finished with a garbage MAC).
 func TestOpenSSLSeesEMSAndEtM(t *testing.T) {
-	openssl := needOpenSSL(t)
+	openssl := testkit.NeedTool(t, "", "openssl")
 	ecSrv := issue(t, "device.local", nil, false, false)
 	states := make(chan ConnectionState, 1)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
