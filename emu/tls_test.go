@@ -3,15 +3,11 @@ package emu
 import (
 	"context"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
-	"encoding/pem"
 	"io"
-	"math/big"
 	"net/http"
 	"os/exec"
 	"strings"
@@ -22,32 +18,27 @@ import (
 	"github.com/mosemu/mosemu/rpc/client"
 )
 
+// pki is a P-256 certificate made by issue, with its PEM forms.
 type pki struct {
+	c    *testkit.Cert
 	cert *x509.Certificate
 	key  *ecdsa.PrivateKey
 	pem  string
 	kpem string
 }
 
+// issue makes a certificate for localhost, for servers and clients, signed
+// by parent (self-signed when nil).
 func issue(t *testing.T, cn string, parent *pki, isCA bool) *pki {
 	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: isCA, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, DNSNames: []string{"localhost"},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
-	pc, pk := tmpl, key
+	var p *testkit.Cert
 	if parent != nil {
-		pc, pk = parent.cert, parent.key
+		p = parent.c
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, pc, &key.PublicKey, pk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _ := x509.ParseCertificate(der)
-	kder, _ := x509.MarshalECPrivateKey(key)
-	return &pki{c, key, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
-		string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}))}
+	c := testkit.Issue(t, &x509.Certificate{Subject: pkix.Name{CommonName: cn}, IsCA: isCA, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, DNSNames: []string{"localhost"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}, nil, p)
+	return &pki{c, c.X509, c.Key.(*ecdsa.PrivateKey), string(c.CertPEM()), string(c.KeyPEM())}
 }
 
 func (p *pki) tlsCert() tls.Certificate {

@@ -9,7 +9,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/binary"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
@@ -68,12 +67,9 @@ func chipWithKeys(t testing.TB, keySlots map[int]uint16) (*atcahost.Driver, map[
 }
 
 func atcaServer(t testing.TB, d *atcahost.Driver, k *ecdsa.PrivateKey, keyName string, log *slog.Logger, caFile string, fs afero.Fs) Options {
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "dev"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-	kder, _ := x509.MarshalECPrivateKey(k)
-	afero.WriteFile(fs, "cert.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
-	afero.WriteFile(fs, "key.pem", pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o644)
+	c := testkit.Issue(t, &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "dev"}}, k, nil)
+	afero.WriteFile(fs, "cert.pem", c.CertPEM(), 0o644)
+	afero.WriteFile(fs, "key.pem", c.KeyPEM(), 0o644)
 	return Options{Log: log, ATCABuilt: true, Chip: NewATCAOffload(d, 0x0C, log),
 		ATCA: func(slot int) (crypto.Signer, error) { return atcahost.NewSigner(d, slot, log) }}
 }

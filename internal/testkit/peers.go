@@ -17,11 +17,7 @@ func InCI() bool { return os.Getenv("CI") == "true" }
 // so that `go test` without -v (make test) shows what did not run.
 func MissingPeer(t testing.TB, format string, args ...any) {
 	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if InCI() {
-		t.Fatalf("%s (CI=true: .ci/deps.sh should have installed it)", msg)
-	}
-	fmt.Fprintf(os.Stderr, "%s: SKIP: %s\n", t.Name(), msg)
+	msg := peerMissing(t, "SKIP", format, args...)
 	t.Skip(msg)
 }
 
@@ -30,12 +26,20 @@ func MissingPeer(t testing.TB, format string, args ...any) {
 // go on.
 func PeerNote(t testing.TB, format string, args ...any) {
 	t.Helper()
+	msg := peerMissing(t, "NOTE", format, args...)
+	t.Log(msg)
+}
+
+// peerMissing fails the test in CI; outside CI it prints the message on
+// stderr, after the test's name and what (SKIP or NOTE), and returns it.
+func peerMissing(t testing.TB, what, format string, args ...any) string {
+	t.Helper()
 	msg := fmt.Sprintf(format, args...)
 	if InCI() {
 		t.Fatalf("%s (CI=true: .ci/deps.sh should have installed it)", msg)
 	}
-	fmt.Fprintf(os.Stderr, "%s: NOTE: %s\n", t.Name(), msg)
-	t.Log(msg)
+	fmt.Fprintf(os.Stderr, "%s: %s: %s\n", t.Name(), what, msg)
+	return msg
 }
 
 // NeedTool returns the path of the first of names found on $PATH. When

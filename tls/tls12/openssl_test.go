@@ -30,29 +30,18 @@ func writePEM(t *testing.T, dir, name string, c *testCert) (certFile, keyFile st
 // echoing one line.
 func serveOnce(t *testing.T, cfg *Config) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
+	l := testkit.Serve(t, func(c net.Conn) {
+		go func() {
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			s := Server(c, cfg)
+			defer s.Close()
+			buf := make([]byte, 1024)
+			n, err := s.Read(buf)
+			if err == nil {
+				s.Write(buf[:n])
 			}
-			go func() {
-				c.SetDeadline(time.Now().Add(10 * time.Second))
-				s := Server(c, cfg)
-				defer s.Close()
-				buf := make([]byte, 1024)
-				n, err := s.Read(buf)
-				if err == nil {
-					s.Write(buf[:n])
-				}
-			}()
-		}
-	}()
+		}()
+	})
 	return l.Addr().String()
 }
 
