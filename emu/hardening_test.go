@@ -63,27 +63,11 @@ func startBroker(t testing.TB) *mqtt.Broker {
 // published to replyTopic, or nil after wait.
 func mqttFrame(t *testing.T, broker, devID, replyTopic, frame string, wait time.Duration) []byte {
 	t.Helper()
-	c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + broker).SetClientID(fmt.Sprintf("h-%d", time.Now().UnixNano())))
-	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		t.Fatalf("connect: %v", tok.Error())
+	b, err := mqttRequest(broker, fmt.Sprintf("h-%d", time.Now().UnixNano()), devID, replyTopic, frame, wait)
+	if err != nil {
+		t.Fatal(err)
 	}
-	defer c.Disconnect(50)
-	got := make(chan []byte, 1)
-	if replyTopic != "" {
-		c.Subscribe(replyTopic, 1, func(_ paho.Client, m paho.Message) {
-			select {
-			case got <- m.Payload():
-			default:
-			}
-		}).Wait()
-	}
-	c.Publish(devID+"/rpc", 1, false, frame).Wait()
-	select {
-	case b := <-got:
-		return b
-	case <-time.After(wait):
-		return nil
-	}
+	return b
 }
 
 // waitRPCOverMQTT waits until the device answers RPC over MQTT (connected
