@@ -193,14 +193,7 @@ func TestMQTTTLSWithATCAKey(t *testing.T) {
 		"reconnect_timeout_min": 0.2}}, "save": true})
 	d.Close()
 	var con testkit.SyncBuffer
-	d2, err := New(Options{StateDir: dir, HTTPAddr: "127.0.0.1:0", Seed: 42, Console: &con})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d2.Close()
-	if err := d2.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	d2 := startWith(t, Options{StateDir: dir, HTTPAddr: "127.0.0.1:0", Seed: 42, Console: &con})
 	waitMQTT(t, d2, true)
 	mu.Lock()
 	curves, sigs := hello.SupportedCurves, hello.SignatureSchemes

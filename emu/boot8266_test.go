@@ -1,7 +1,6 @@
 package emu
 
 import (
-	"context"
 	"encoding/binary"
 	"fmt"
 	"os"
@@ -74,14 +73,7 @@ func bootLog(t *testing.T, d *Device, con *testkit.SyncBuffer) (string, error) {
 // answers on the pty in every case.
 func TestESP8266BootFromFlash(t *testing.T) {
 	var con testkit.SyncBuffer
-	d, err := New(Options{Arch: "esp8266", StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Serial: true, Seed: 5, Console: &con})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	if err := d.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	d := startWith(t, Options{Arch: "esp8266", StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Serial: true, Seed: 5, Console: &con})
 	first := con.String()
 	for _, want := range []string{
 		" ets Jan  8 2013,rst cause:2, boot mode:(3,6)",

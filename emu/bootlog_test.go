@@ -53,14 +53,7 @@ func TestBootLogGolden(t *testing.T) {
 	})
 	t.Run("esp8266-poweron", func(t *testing.T) {
 		con := &testkit.SyncBuffer{}
-		d, err := New(Options{Arch: "esp8266", StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Seed: 42, Console: con})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer d.Close()
-		if err := d.Start(context.Background()); err != nil {
-			t.Fatal(err)
-		}
+		startWith(t, Options{Arch: "esp8266", StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Seed: 42, Console: con})
 		checkGolden(t, "esp8266-poweron.txt", lastBoot(con.String()))
 	})
 	for _, tc := range []struct {

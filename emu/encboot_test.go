@@ -66,14 +66,7 @@ func TestNewDeviceWithFlashEncryption(t *testing.T) {
 	}
 	d.Close()
 
-	d2, err := New(Options{StateDir: dir, HTTPAddr: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d2.Close()
-	if err := d2.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	d2 := startWith(t, Options{StateDir: dir, HTTPAddr: "127.0.0.1:0"})
 	var r struct{ Data string }
 	json.Unmarshal(call(t, dial(t, "http://"+d2.HTTPAddr()+"/rpc"), "FS.Get", map[string]any{"filename": "secret.txt"}), &r)
 	if got, _ := base64.StdEncoding.DecodeString(r.Data); !bytes.Equal(got, secret) {

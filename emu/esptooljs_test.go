@@ -2,7 +2,6 @@ package emu
 
 import (
 	"bytes"
-	"context"
 	"crypto/md5"
 	"crypto/rand"
 	"encoding/hex"
@@ -61,14 +60,7 @@ func runEsptoolJS(t *testing.T, d *Device, args ...string) esptoolJSResult {
 func TestEsptoolJS(t *testing.T) {
 	for _, arch := range []string{"esp32", "esp8266"} {
 		t.Run(arch, func(t *testing.T) {
-			d, err := New(Options{Arch: arch, StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Serial: true, Seed: 42})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer d.Close()
-			if err := d.Start(context.Background()); err != nil {
-				t.Fatal(err)
-			}
+			d := startWith(t, Options{Arch: arch, StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Serial: true, Seed: 42})
 			img := make([]byte, 50000)
 			rand.Read(img)
 			path := filepath.Join(t.TempDir(), "img.bin")

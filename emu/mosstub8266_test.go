@@ -3,7 +3,6 @@ package emu
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/hex"
 	"encoding/json"
 	"os"
@@ -77,14 +76,7 @@ func TestMosESP8266Transcript(t *testing.T) {
 // factory build.
 func TestMosESP8266FlashZip(t *testing.T) {
 	var con testkit.SyncBuffer
-	d, err := New(Options{Arch: "esp8266", StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Serial: true, Seed: 42, Console: &con})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	if err := d.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	d := startWith(t, Options{Arch: "esp8266", StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Serial: true, Seed: 42, Console: &con})
 	replayTranscript(t, d, filepath.Join("testdata", "mos", "esp8266-flash-zip.txt"))
 	deadline := time.Now().Add(5 * time.Second)
 	for d.DeviceID() == "" || !strings.Contains(con.String(), "Init done") {

@@ -547,14 +547,7 @@ func TestOTAUpdateOverHTTPS(t *testing.T) {
 // update; the device reverts and comes back on the old firmware.
 func TestOTANewFirmwareThatDoesNotBootRevertsItself(t *testing.T) {
 	var log testkit.SyncBuffer
-	d, err := New(Options{StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Seed: 7, Console: &log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	if err := d.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	d := startWith(t, Options{StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Seed: 7, Console: &log})
 	url := "ws://" + d.HTTPAddr() + "/rpc"
 	garbage := bytes.Repeat([]byte("not a filesystem"), 0x40000/16)
 	z, err := ota.WriteBundle(ota.BundleSpec{Name: "mosemu", Platform: "esp32", Version: "2.0", BuildID: "b/2.0",

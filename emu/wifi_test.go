@@ -55,14 +55,7 @@ func getWiFi(t *testing.T, d *Device) wifiInfo {
 func TestMosWiFiConnects(t *testing.T) {
 	var log testkit.SyncBuffer
 	aps := []wifi.AP{{SSID: "Lab", Pass: "secret123", RSSI: -70}, {SSID: "Lab", Pass: "secret123", RSSI: -40, BSSID: "02:11:22:33:44:55"}, {SSID: "Cafe"}}
-	d, err := New(Options{StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Seed: 9, Console: &log, WiFiAPs: aps})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	if err := d.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	d := startWith(t, Options{StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Seed: 9, Console: &log, WiFiAPs: aps})
 	if w := getWiFi(t, d); w != (wifiInfo{APIP: "192.168.4.1", Status: "disconnected"}) {
 		t.Errorf("factory wifi = %+v", w)
 	}

@@ -71,14 +71,7 @@ func atcaGetConfig(t *testing.T, d *Device) error {
 func TestI2CWiringESP8266(t *testing.T) {
 	var con testkit.SyncBuffer
 	dir := t.TempDir()
-	d, err := New(Options{Arch: "esp8266", StateDir: dir, HTTPAddr: "127.0.0.1:0", Seed: 7, Console: &con})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	if err := d.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	d := startWith(t, Options{Arch: "esp8266", StateDir: dir, HTTPAddr: "127.0.0.1:0", Seed: 7, Console: &con})
 	c := dial(t, "ws://"+d.HTTPAddr()+"/rpc")
 	var i2cCfg map[string]any
 	json.Unmarshal(call(t, c, "Config.Get", map[string]any{"key": "i2c"}), &i2cCfg)
@@ -201,14 +194,7 @@ func TestWiringOption(t *testing.T) {
 	d.Close()
 	none, _ := ParseWire("atecc608a:none")
 	con.Reset()
-	d, err = New(Options{StateDir: dir, HTTPAddr: "127.0.0.1:0", Console: &con, Wiring: []Wire{none}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	if err := d.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	d = startWith(t, Options{StateDir: dir, HTTPAddr: "127.0.0.1:0", Console: &con, Wiring: []Wire{none}})
 	if !strings.Contains(con.String(), "ATCA: Chip is not available") {
 		t.Fatalf("console:\n%s", con.String())
 	}
@@ -218,14 +204,7 @@ func TestWiringOption(t *testing.T) {
 // SCL 33) reaches the default-wired chip.
 func TestI2CDefaultsESP32(t *testing.T) {
 	var con testkit.SyncBuffer
-	d, err := New(Options{StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Seed: 3, Console: &con})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	if err := d.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	d := startWith(t, Options{StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Seed: 3, Console: &con})
 	if err := setAndReboot(t, d, map[string]any{"sys": map[string]any{"atca": map[string]any{"enable": true}},
 		"i2c": map[string]any{"enable": true}}); err != nil {
 		t.Fatal(err)
@@ -269,14 +248,7 @@ func FuzzParseWire(f *testing.F) {
 // ATCA init shows on the console, as mgos_i2c_gpio.c logs it.
 func TestI2CDebug(t *testing.T) {
 	var con testkit.SyncBuffer
-	d, err := New(Options{Arch: "esp8266", StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Seed: 8, Console: &con})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	if err := d.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	d := startWith(t, Options{Arch: "esp8266", StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Seed: 8, Console: &con})
 	con.Reset()
 	if err := setAndReboot(t, d, map[string]any{"sys": map[string]any{"atca": map[string]any{"enable": true}},
 		"i2c": map[string]any{"enable": true, "debug": true}, "debug": map[string]any{"level": 3}}); err != nil {
