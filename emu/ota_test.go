@@ -15,7 +15,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"math/rand"
 	"net/http"
 	"net/http/httptest"
@@ -82,20 +81,11 @@ type bundleFile struct {
 func testBundle(t *testing.T, manifest map[string]any, files ...bundleFile) []byte {
 	t.Helper()
 	m, _ := json.MarshalIndent(manifest, "", " ")
-	var buf bytes.Buffer
-	zw := zip.NewWriter(&buf)
-	for _, f := range append([]bundleFile{{"manifest.json", m}}, files...) {
-		w, err := zw.CreateRaw(&zip.FileHeader{Name: "fw/" + f.name, Method: zip.Store, CRC32: crc32.ChecksumIEEE(f.data),
-			CompressedSize64: uint64(len(f.data)), UncompressedSize64: uint64(len(f.data))})
-		if err != nil {
-			t.Fatal(err)
-		}
-		w.Write(f.data)
+	entries := []testkit.ZipFile{{Name: "fw/manifest.json", Data: m}}
+	for _, f := range files {
+		entries = append(entries, testkit.ZipFile{Name: "fw/" + f.name, Data: f.data})
 	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
+	return testkit.StoredZip(t, entries...)
 }
 
 func sha1hex(b []byte) string { s := sha1.Sum(b); return hex.EncodeToString(s[:]) }

@@ -1,6 +1,8 @@
 package testkit
 
 import (
+	"archive/zip"
+	"bytes"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/tls"
@@ -121,4 +123,21 @@ func TestNeedToolChild(t *testing.T) {
 	}
 	NeedTool(t, "apt-get install it", "no-such-tool-x")
 	t.Fatal("NeedTool returned for a missing tool")
+}
+
+func TestStoredZip(t *testing.T) {
+	z := StoredZip(t, ZipFile{"fw/manifest.json", []byte(`{}`)}, ZipFile{"fw/app.bin", []byte("app")})
+	// The first local header: stored (method 0), no data descriptor (flag
+	// bit 3), the CRC and both sizes filled in.
+	if string(z[:4]) != "PK\x03\x04" || z[6]&8 != 0 || z[8] != 0 || z[18] != 2 || z[22] != 2 || z[14]|z[15]|z[16]|z[17] == 0 {
+		t.Fatalf("local header % x", z[:30])
+	}
+	r, err := zip.NewReader(bytes.NewReader(z), int64(len(z)))
+	if err != nil || len(r.File) != 2 || r.File[0].Name != "fw/manifest.json" || r.File[1].Name != "fw/app.bin" {
+		t.Fatalf("zip: %v %+v", err, r)
+	}
+	f, _ := r.File[1].Open()
+	if b, err := io.ReadAll(f); err != nil || string(b) != "app" {
+		t.Fatalf("fw/app.bin: %q %v", b, err)
+	}
 }
