@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -313,9 +312,8 @@ func TestMbedTLSErrorLines(t *testing.T) {
 		{"untrusted client certificate", &tls.Config{Certificates: []tls.Certificate{stranger.tls}}, true, "-0x2700"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var lb bytes.Buffer
-			var mu sync.Mutex
-			log := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return lb.Write(p) }), nil))
+			var lb testkit.SyncBuffer
+			log := slog.New(slog.NewTextHandler(&lb, nil))
 			cfg := &Config{Certificate: &srv.tls, Log: log}
 			if tc.mtls {
 				cfg.ClientCAs = pool
@@ -327,15 +325,9 @@ func TestMbedTLSErrorLines(t *testing.T) {
 			tls.Client(c2, tc.client).Handshake()
 			c2.Close()
 			<-done
-			mu.Lock()
-			defer mu.Unlock()
 			if !strings.Contains(lb.String(), "mbedTLS error: "+tc.want) {
 				t.Errorf("want %s in %q", tc.want, lb.String())
 			}
 		})
 	}
 }
-
-type writerFunc func([]byte) (int, error)
-
-func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
