@@ -394,7 +394,9 @@ func (c *Conn) sendAlert(desc uint8) {
 	if desc == alertCloseNotify || desc == alertNoRenegotiation {
 		level = 1
 	}
-	c.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	if desc != alertNoRenegotiation { // the connection ends: do not wait long for the peer
+		c.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	}
 	c.writeRecordLocked(recordAlert, []byte{level, desc})
 }
 
