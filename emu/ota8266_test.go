@@ -47,8 +47,7 @@ func startDevice8266(t *testing.T, dir string, con *testkit.SyncBuffer) *Device 
 	if con != nil {
 		o.Console = con
 	}
-	d := startWith(t, o)
-	return d
+	return startWith(t, o)
 }
 
 // rbootConfig reads the rBoot config sector from the device's flash.
