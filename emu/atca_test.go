@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mosemu/mosemu/internal/testkit"
 	"github.com/mosemu/mosemu/mqtt"
 	"github.com/mosemu/mosemu/rpc/client"
 )
@@ -125,7 +126,7 @@ func TestATCAProvisioningWalkthrough(t *testing.T) {
 	call(t, c, "FS.Put", map[string]any{"filename": "ca.pem", "data": base64.StdEncoding.EncodeToString(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}))})
 	call(t, c, "Config.Set", map[string]any{"config": map[string]any{"http": map[string]any{"ssl_cert": "cert.pem", "ssl_key": "ATCA:0", "ssl_ca_cert": "ca.pem"}}, "save": true})
 	d.Close()
-	var con syncBuffer
+	var con testkit.SyncBuffer
 	d2, err := New(Options{StateDir: dir, HTTPAddr: "127.0.0.1:0", Seed: 42, Console: &con}) // the chip's state survives the restart
 	if err != nil {
 		t.Fatal(err)
@@ -148,7 +149,7 @@ func TestATCAProvisioningWalkthrough(t *testing.T) {
 	// SHA-256) checked, and the premaster secret computed on the chip, in
 	// that order. (The CertificateVerify is SHA-384 with Go, OpenSSL and
 	// curl alike: the chip leaves that one to software, silently.)
-	con.waitFor(t, `ATCA:16 ECDH ok`)
+	con.WaitFor(t, `ATCA:16 ECDH ok`)
 	log := con.String()
 	at := -1
 	for _, line := range []string{"ATCA:16 ECDH gen pubkey ok", "ATCA:0 ECDSA sign ok", "ATCA ECDSA verify ok, verified", "ATCA:16 ECDH ok"} {
@@ -191,15 +192,8 @@ func TestMQTTTLSWithATCAKey(t *testing.T) {
 		"enable": true, "server": "localhost:" + port, "ssl_ca_cert": "ca.pem", "ssl_cert": "device.pem", "ssl_key": "ATCA:0",
 		"reconnect_timeout_min": 0.2}}, "save": true})
 	d.Close()
-	var con syncBuffer
-	d2, err := New(Options{StateDir: dir, HTTPAddr: "127.0.0.1:0", Seed: 42, Console: &con})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d2.Close()
-	if err := d2.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	var con testkit.SyncBuffer
+	d2 := startWith(t, Options{StateDir: dir, HTTPAddr: "127.0.0.1:0", Seed: 42, Console: &con})
 	waitMQTT(t, d2, true)
 	mu.Lock()
 	curves, sigs := hello.SupportedCurves, hello.SignatureSchemes

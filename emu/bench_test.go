@@ -9,15 +9,7 @@ import (
 )
 
 func benchDevice(b *testing.B) *Device {
-	d, err := New(Options{StateDir: b.TempDir(), HTTPAddr: "127.0.0.1:0", Serial: true, Seed: 7})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := d.Start(context.Background()); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { d.Close() })
-	return d
+	return startWith(b, Options{StateDir: b.TempDir(), HTTPAddr: "127.0.0.1:0", Serial: true, Seed: 7})
 }
 
 // BenchmarkDispatchInProcess is the baseline for the channel benchmarks:

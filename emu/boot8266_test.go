@@ -1,7 +1,6 @@
 package emu
 
 import (
-	"context"
 	"encoding/binary"
 	"fmt"
 	"os"
@@ -14,6 +13,7 @@ import (
 	"github.com/mosemu/mosemu/emu/flash"
 	"github.com/mosemu/mosemu/emu/rboot"
 	"github.com/mosemu/mosemu/emu/romloader"
+	"github.com/mosemu/mosemu/internal/testkit"
 	"golang.org/x/sys/unix"
 )
 
@@ -60,7 +60,7 @@ func TestESP8266ImagesMatchEsptool(t *testing.T) {
 }
 
 // bootLog reboots d and returns the console output of that boot.
-func bootLog(t *testing.T, d *Device, con *consoleBuf) (string, error) {
+func bootLog(t *testing.T, d *Device, con *testkit.SyncBuffer) (string, error) {
 	t.Helper()
 	con.Reset()
 	err := d.Reboot()
@@ -72,15 +72,8 @@ func bootLog(t *testing.T, d *Device, con *consoleBuf) (string, error) {
 // nothing is bootable; a bad image at 0x0 stops the ROM. The ROM loader
 // answers on the pty in every case.
 func TestESP8266BootFromFlash(t *testing.T) {
-	var con consoleBuf
-	d, err := New(Options{Arch: "esp8266", StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Serial: true, Seed: 5, Console: &con})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	if err := d.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	var con testkit.SyncBuffer
+	d := startWith(t, Options{Arch: "esp8266", StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Serial: true, Seed: 5, Console: &con})
 	first := con.String()
 	for _, want := range []string{
 		" ets Jan  8 2013,rst cause:2, boot mode:(3,6)",

@@ -11,6 +11,7 @@ import (
 
 	"github.com/mosemu/mosemu/emu/flash"
 	"github.com/mosemu/mosemu/internal/golden"
+	"github.com/mosemu/mosemu/internal/testkit"
 )
 
 // lastBoot returns the console text of the last boot: from the ROM's
@@ -39,7 +40,7 @@ func checkGolden(t *testing.T, name, got string) {
 // failures (erased app, erased bootloader) against golden files.
 func TestBootLogGolden(t *testing.T) {
 	t.Run("esp32-poweron", func(t *testing.T) {
-		con := &consoleBuf{}
+		con := &testkit.SyncBuffer{}
 		d := newSerialDevice(t, t.TempDir(), con)
 		if err := d.Start(context.Background()); err != nil {
 			t.Fatal(err)
@@ -47,19 +48,12 @@ func TestBootLogGolden(t *testing.T) {
 		checkGolden(t, "esp32-poweron.txt", lastBoot(con.String()))
 		c := dial(t, "ws://"+d.HTTPAddr()+"/rpc")
 		call(t, c, "Sys.Reboot", map[string]any{"delay_ms": 10})
-		waitFor(t, "the reboot", func() bool { return strings.Count(con.String(), "Init done") == 2 })
+		testkit.WaitUntil(t, "the reboot", func() bool { return strings.Count(con.String(), "Init done") == 2 })
 		checkGolden(t, "esp32-sys-reboot.txt", lastBoot(con.String()))
 	})
 	t.Run("esp8266-poweron", func(t *testing.T) {
-		con := &consoleBuf{}
-		d, err := New(Options{Arch: "esp8266", StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Seed: 42, Console: con})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer d.Close()
-		if err := d.Start(context.Background()); err != nil {
-			t.Fatal(err)
-		}
+		con := &testkit.SyncBuffer{}
+		startWith(t, Options{Arch: "esp8266", StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Seed: 42, Console: con})
 		checkGolden(t, "esp8266-poweron.txt", lastBoot(con.String()))
 	})
 	for _, tc := range []struct {
@@ -73,7 +67,7 @@ func TestBootLogGolden(t *testing.T) {
 		{"esp32-corrupt-partition-table.txt", func(f *flash.Chip) { f.WriteAt([]byte{0x00}, 0x8005) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			con := &consoleBuf{}
+			con := &testkit.SyncBuffer{}
 			d := newSerialDevice(t, t.TempDir(), con)
 			tc.erase(d.Flash())
 			if err := d.Start(context.Background()); err == nil {
@@ -96,7 +90,7 @@ func otaEntry(seq uint32) []byte {
 // selecting sequence 2 (slot 1), the bootloader loads app_1; a bad CRC in
 // otadata falls back to OTA 0.
 func TestBootloaderFollowsOTAData(t *testing.T) {
-	con := &consoleBuf{}
+	con := &testkit.SyncBuffer{}
 	d := newSerialDevice(t, t.TempDir(), con)
 	img := make([]byte, 0x1000)
 	d.Flash().ReadAt(img, 0x10000)

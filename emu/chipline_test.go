@@ -15,6 +15,7 @@ import (
 	"github.com/mosemu/mosemu/efuse"
 	"github.com/mosemu/mosemu/emu/partition"
 	"github.com/mosemu/mosemu/emu/romloader"
+	"github.com/mosemu/mosemu/internal/testkit"
 	"golang.org/x/sys/unix"
 )
 
@@ -134,7 +135,7 @@ func (h *romHost) flashROM(off uint32, data []byte) {
 	}
 }
 
-func newSerialDevice(t *testing.T, dir string, con *consoleBuf) *Device {
+func newSerialDevice(t *testing.T, dir string, con *testkit.SyncBuffer) *Device {
 	t.Helper()
 	opts := Options{StateDir: dir, HTTPAddr: "127.0.0.1:0", Serial: true, Seed: 42}
 	if con != nil {
@@ -148,23 +149,12 @@ func newSerialDevice(t *testing.T, dir string, con *consoleBuf) *Device {
 	return d
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // TestBootFailureROMReflash corrupts the partition table: the bootloader
 // refuses it and the chip boot-loops; a SYNC on the pty still reaches the
 // ROM loader, which writes the table back, and FLASH_END(run) boots
 // Mongoose OS again.
 func TestBootFailureROMReflash(t *testing.T) {
-	con := &consoleBuf{}
+	con := &testkit.SyncBuffer{}
 	d := newSerialDevice(t, t.TempDir(), con)
 	if err := d.Start(context.Background()); err != nil {
 		t.Fatal(err)
@@ -186,7 +176,7 @@ func TestBootFailureROMReflash(t *testing.T) {
 		}
 	}
 	// The boot loop goes on: the next iteration is a SW_RESET.
-	waitFor(t, "the next boot of the loop", func() bool { return strings.Contains(con.String(), "rst:0x3 (SW_RESET)") })
+	testkit.WaitUntil(t, "the next boot of the loop", func() bool { return strings.Contains(con.String(), "rst:0x3 (SW_RESET)") })
 
 	h := openROMHost(t, d)
 	h.sync()
@@ -198,7 +188,7 @@ func TestBootFailureROMReflash(t *testing.T) {
 	}
 	h.flashROM(partition.Offset, good)
 	h.rom(romloader.CmdFlashEnd, le32(1), 0)
-	waitFor(t, "Mongoose OS after the re-flash", d.Booted)
+	testkit.WaitUntil(t, "Mongoose OS after the re-flash", d.Booted)
 	c := dial(t, "ws://"+d.HTTPAddr()+"/rpc")
 	call(t, c, "RPC.Ping", nil)
 }
@@ -207,7 +197,7 @@ func TestBootFailureROMReflash(t *testing.T) {
 // "invalid header: 0xffffffff" and loops on the RTC watchdog; the ROM
 // loader still answers.
 func TestErasedFlashBootLoop(t *testing.T) {
-	con := &consoleBuf{}
+	con := &testkit.SyncBuffer{}
 	d := newSerialDevice(t, t.TempDir(), con)
 	d.Flash().Erase(0x1000, 0x7000)
 	err := d.Start(context.Background())
@@ -215,7 +205,7 @@ func TestErasedFlashBootLoop(t *testing.T) {
 	if !errors.As(err, &be) || be.Stage != "ROM" || !strings.Contains(err.Error(), "invalid header: 0xffffffff") {
 		t.Fatalf("boot of an erased bootloader: %v", err)
 	}
-	waitFor(t, "the watchdog reset of the loop", func() bool { return strings.Contains(con.String(), "rst:0x10 (RTCWDT_RTC_RESET)") })
+	testkit.WaitUntil(t, "the watchdog reset of the loop", func() bool { return strings.Contains(con.String(), "rst:0x10 (RTCWDT_RTC_RESET)") })
 	h := openROMHost(t, d)
 	h.sync()
 	if got := h.readReg(0x40001000); got != romloader.MagicESP32 {
@@ -373,14 +363,7 @@ func TestEfuseRegistersNeverTouchDiskUnlessBurnt(t *testing.T) {
 // long as at 115200 baud; after CHANGE_BAUDRATE to 921600 the same reads
 // are paced at that rate (logged).
 func TestBaudTimingOverPTY(t *testing.T) {
-	d, err := New(Options{StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Serial: true, Seed: 42, BaudTiming: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
-	if err := d.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	d := startWith(t, Options{StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Serial: true, Seed: 42, BaudTiming: true})
 	h := openROMHost(t, d)
 	h.sync()
 	reads := func() time.Duration {
@@ -432,7 +415,7 @@ func TestDownloadModeExits(t *testing.T) {
 // (rst:0xc SW_CPU_RESET) in a loop; the ROM loader erases the partition
 // (FLASH_BEGIN erases) and FLASH_END(run) boots a freshly formatted fs.
 func TestUnmountableFSBootLoopAndRecovery(t *testing.T) {
-	con := &consoleBuf{}
+	con := &testkit.SyncBuffer{}
 	d := newSerialDevice(t, t.TempDir(), con)
 	fs, _ := partition.DefaultESP32().Find("fs_0")
 	d.Flash().Erase(int64(fs.Offset), 0x2000)
@@ -442,27 +425,20 @@ func TestUnmountableFSBootLoopAndRecovery(t *testing.T) {
 	if !errors.As(err, &be) || be.Stage != "firmware" {
 		t.Fatalf("boot with a garbage fs: %v", err)
 	}
-	waitFor(t, "the restart of the loop", func() bool { return strings.Contains(con.String(), "rst:0xc (SW_CPU_RESET)") })
+	testkit.WaitUntil(t, "the restart of the loop", func() bool { return strings.Contains(con.String(), "rst:0xc (SW_CPU_RESET)") })
 	h := openROMHost(t, d)
 	h.sync()
 	h.flashROM(fs.Offset, bytes.Repeat([]byte{0xFF}, 0x2000))
 	h.rom(romloader.CmdFlashEnd, le32(1), 0)
-	waitFor(t, "Mongoose OS after the erase", d.Booted)
+	testkit.WaitUntil(t, "Mongoose OS after the erase", d.Booted)
 	call(t, dial(t, "ws://"+d.HTTPAddr()+"/rpc"), "FS.List", nil)
 }
 
 // TestESP8266DownloadMode: the ESP8266's ROM line changes to the UART boot
 // mode and its loader answers with 2 status bytes.
 func TestESP8266DownloadMode(t *testing.T) {
-	con := &consoleBuf{}
-	d, err := New(Options{Arch: "esp8266", StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Serial: true, Seed: 42, Console: con})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
-	if err := d.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	con := &testkit.SyncBuffer{}
+	d := startWith(t, Options{Arch: "esp8266", StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Serial: true, Seed: 42, Console: con})
 	h := openROMHost(t, d)
 	h.sync()
 	r := h.rom(romloader.CmdReadReg, le32(0x40001000), 0)

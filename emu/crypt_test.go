@@ -2,7 +2,6 @@ package emu
 
 import (
 	"bytes"
-	"context"
 	"encoding/base64"
 	"encoding/json"
 	"testing"
@@ -49,14 +48,7 @@ func TestSecretOnlyVisibleBeforeEncryption(t *testing.T) {
 	// dir reads everything back.
 	call(t, c2, "FS.Put", map[string]any{"filename": "later.txt", "data": base64.StdEncoding.EncodeToString(secret)})
 	d.Close()
-	d2, err := New(Options{StateDir: dir, HTTPAddr: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d2.Close()
-	if err := d2.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	d2 := startWith(t, Options{StateDir: dir, HTTPAddr: "127.0.0.1:0"})
 	dev = d2
 	if bytes.Contains(dump(), secret) {
 		t.Fatal("secret visible after restart")

@@ -19,17 +19,23 @@ import (
 	"github.com/mosemu/mosemu/rpc/client"
 )
 
-func startDevice(t *testing.T, dir string, serial bool) *Device {
+// startWith creates and starts a device with o, closed when the test ends.
+func startWith(t testing.TB, o Options) *Device {
 	t.Helper()
-	d, err := New(Options{StateDir: dir, HTTPAddr: "127.0.0.1:0", Serial: serial, Seed: 42})
+	d, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { d.Close() })
 	if err := d.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { d.Close() })
 	return d
+}
+
+func startDevice(t *testing.T, dir string, serial bool) *Device {
+	t.Helper()
+	return startWith(t, Options{StateDir: dir, HTTPAddr: "127.0.0.1:0", Serial: serial, Seed: 42})
 }
 
 func dial(t *testing.T, url string) *client.Client {

@@ -18,6 +18,7 @@ import (
 	"github.com/mosemu/mosemu/efuse"
 	"github.com/mosemu/mosemu/emu/flash"
 	"github.com/mosemu/mosemu/emu/flashenc"
+	"github.com/mosemu/mosemu/internal/testkit"
 )
 
 // TestNewDeviceWithFlashEncryption is `mosemu run --state NEW
@@ -28,7 +29,7 @@ import (
 // boots again.
 func TestNewDeviceWithFlashEncryption(t *testing.T) {
 	dir := t.TempDir()
-	con := &consoleBuf{}
+	con := &testkit.SyncBuffer{}
 	d, err := New(Options{StateDir: dir, HTTPAddr: "127.0.0.1:0", Serial: true, Seed: 7, FlashEncryption: true, Console: con})
 	if err != nil {
 		t.Fatal(err)
@@ -65,14 +66,7 @@ func TestNewDeviceWithFlashEncryption(t *testing.T) {
 	}
 	d.Close()
 
-	d2, err := New(Options{StateDir: dir, HTTPAddr: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d2.Close()
-	if err := d2.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	d2 := startWith(t, Options{StateDir: dir, HTTPAddr: "127.0.0.1:0"})
 	var r struct{ Data string }
 	json.Unmarshal(call(t, dial(t, "http://"+d2.HTTPAddr()+"/rpc"), "FS.Get", map[string]any{"filename": "secret.txt"}), &r)
 	if got, _ := base64.StdEncoding.DecodeString(r.Data); !bytes.Equal(got, secret) {
@@ -150,7 +144,7 @@ func TestKill9DuringFirstBootEncryption(t *testing.T) {
 	}
 	fl.Close()
 
-	con := &consoleBuf{}
+	con := &testkit.SyncBuffer{}
 	d := newSerialDevice(t, dir, con)
 	err = d.Start(context.Background())
 	var be *BootError
@@ -168,7 +162,7 @@ func TestKill9DuringFirstBootEncryption(t *testing.T) {
 // there and boots (the README walkthrough's failure before: "no valid
 // commit in metadata pair").
 func TestFlashEncryptionOverBlankFS(t *testing.T) {
-	con := &consoleBuf{}
+	con := &testkit.SyncBuffer{}
 	d, err := New(Options{StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Seed: 8, FlashEncryption: true, Console: con})
 	if err != nil {
 		t.Fatal(err)

@@ -2,7 +2,6 @@ package emu
 
 import (
 	"bytes"
-	"context"
 	"crypto/md5"
 	"crypto/rand"
 	"encoding/hex"
@@ -14,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/mosemu/mosemu/emu/flashenc"
+	"github.com/mosemu/mosemu/internal/testkit"
 )
 
 // esptoolJSResult is what testdata/esptool-js/interop.mjs prints.
@@ -31,7 +31,7 @@ func runEsptoolJS(t *testing.T, d *Device, args ...string) esptoolJSResult {
 	node, err := exec.LookPath("node")
 	_, modErr := os.Stat(filepath.Join(dir, "node_modules", "esptool-js"))
 	if err != nil || modErr != nil {
-		missingPeer(t, "needs node and esptool-js (`npm ci` in %s, run by make test-deps)", dir)
+		testkit.MissingPeer(t, "needs node and esptool-js (`npm ci` in %s, run by make test-deps)", dir)
 	}
 	out, err := exec.Command(node, append([]string{filepath.Join(dir, "interop.mjs"), d.SerialPath()}, args...)...).Output()
 	lines := bytes.Split(bytes.TrimSpace(out), []byte("\n"))
@@ -60,14 +60,7 @@ func runEsptoolJS(t *testing.T, d *Device, args ...string) esptoolJSResult {
 func TestEsptoolJS(t *testing.T) {
 	for _, arch := range []string{"esp32", "esp8266"} {
 		t.Run(arch, func(t *testing.T) {
-			d, err := New(Options{Arch: arch, StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Serial: true, Seed: 42})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer d.Close()
-			if err := d.Start(context.Background()); err != nil {
-				t.Fatal(err)
-			}
+			d := startWith(t, Options{Arch: arch, StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Serial: true, Seed: 42})
 			img := make([]byte, 50000)
 			rand.Read(img)
 			path := filepath.Join(t.TempDir(), "img.bin")

@@ -5,7 +5,6 @@ import (
 	"crypto"
 	"errors"
 	"fmt"
-	"github.com/mosemu/mosemu/tls/tls12"
 	"log/slog"
 	"net"
 	"net/http"
@@ -20,6 +19,7 @@ import (
 	"github.com/mosemu/mosemu/rpc"
 	"github.com/mosemu/mosemu/rpc/auth"
 	devtls "github.com/mosemu/mosemu/tls"
+	"github.com/mosemu/mosemu/tls/tls12"
 )
 
 // startFirmware brings up what Mongoose OS initialises after mounting the

@@ -16,6 +16,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/gorilla/websocket"
+	"github.com/mosemu/mosemu/internal/testkit"
 	"github.com/mosemu/mosemu/mqtt"
 	"github.com/mosemu/mosemu/rpc"
 	"github.com/mosemu/mosemu/rpc/client"
@@ -80,7 +81,7 @@ func fuzzDevice(f *testing.F, o Options) *fuzzTarget {
 // fuzzTarget is the device under fuzzing.
 type fuzzTarget struct {
 	d        *Device
-	con      *consoleBuf
+	con      *testkit.SyncBuffer
 	reported int64 // crashes already reported
 }
 

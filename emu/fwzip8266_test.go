@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mosemu/mosemu/internal/testkit"
 	"github.com/mosemu/mosemu/rpc"
 )
 
@@ -118,19 +119,11 @@ func manifestLast(t *testing.T, z []byte) []byte {
 	t.Helper()
 	entries, data := readZip(t, z)
 	dir := entries[0].Name[:strings.IndexByte(entries[0].Name, '/')+1]
-	var buf bytes.Buffer
-	zw := zip.NewWriter(&buf)
+	var files []testkit.ZipFile
 	for _, name := range []string{"rboot.bin", AppName + ".bin", "fs.bin", "manifest.json"} {
-		d := data[dir+name]
-		w, err := zw.CreateRaw(&zip.FileHeader{Name: dir + name, Method: zip.Store, CRC32: crc32.ChecksumIEEE(d),
-			CompressedSize64: uint64(len(d)), UncompressedSize64: uint64(len(d))})
-		if err != nil {
-			t.Fatal(err)
-		}
-		w.Write(d)
+		files = append(files, testkit.ZipFile{Name: dir + name, Data: data[dir+name]})
 	}
-	zw.Close()
-	return buf.Bytes()
+	return testkit.StoredZip(t, files...)
 }
 
 // TestOTAESP8266ManifestLast: the updater reads the zip as it streams in
@@ -139,7 +132,7 @@ func manifestLast(t *testing.T, z []byte) []byte {
 // message, as ota-common), keeps running its firmware with rBoot's config
 // untouched and takes the same files with the manifest first.
 func TestOTAESP8266ManifestLast(t *testing.T) {
-	con := &syncBuffer{}
+	con := &testkit.SyncBuffer{}
 	d := startDevice8266(t, t.TempDir(), con)
 	url := "ws://" + d.HTTPAddr() + "/rpc"
 	c := dial(t, url)

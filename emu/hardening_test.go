@@ -27,6 +27,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/mosemu/mosemu/internal/testkit"
 	"github.com/mosemu/mosemu/mqtt"
 	"github.com/mosemu/mosemu/rpc"
 	"github.com/mosemu/mosemu/rpc/client"
@@ -34,9 +35,9 @@ import (
 )
 
 // startWatched starts a device whose console is captured.
-func startWatched(t testing.TB, o Options) (*Device, *consoleBuf) {
+func startWatched(t testing.TB, o Options) (*Device, *testkit.SyncBuffer) {
 	t.Helper()
-	con := &consoleBuf{}
+	con := &testkit.SyncBuffer{}
 	o.Console = con
 	if o.StateDir == "" {
 		o.StateDir = t.TempDir()
@@ -45,15 +46,7 @@ func startWatched(t testing.TB, o Options) (*Device, *consoleBuf) {
 	if o.Seed == 0 {
 		o.Seed = 42
 	}
-	d, err := New(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
-	return d, con
+	return startWith(t, o), con
 }
 
 func startBroker(t testing.TB) *mqtt.Broker {
@@ -70,27 +63,11 @@ func startBroker(t testing.TB) *mqtt.Broker {
 // published to replyTopic, or nil after wait.
 func mqttFrame(t *testing.T, broker, devID, replyTopic, frame string, wait time.Duration) []byte {
 	t.Helper()
-	c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + broker).SetClientID(fmt.Sprintf("h-%d", time.Now().UnixNano())))
-	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		t.Fatalf("connect: %v", tok.Error())
+	b, err := mqttRequest(broker, fmt.Sprintf("h-%d", time.Now().UnixNano()), devID, replyTopic, frame, wait)
+	if err != nil {
+		t.Fatal(err)
 	}
-	defer c.Disconnect(50)
-	got := make(chan []byte, 1)
-	if replyTopic != "" {
-		c.Subscribe(replyTopic, 1, func(_ paho.Client, m paho.Message) {
-			select {
-			case got <- m.Payload():
-			default:
-			}
-		}).Wait()
-	}
-	c.Publish(devID+"/rpc", 1, false, frame).Wait()
-	select {
-	case b := <-got:
-		return b
-	case <-time.After(wait):
-		return nil
-	}
+	return b
 }
 
 // waitRPCOverMQTT waits until the device answers RPC over MQTT (connected

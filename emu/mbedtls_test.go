@@ -1,27 +1,20 @@
 package emu
 
 import (
-	"context"
 	"crypto/tls"
 	"net"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mosemu/mosemu/internal/testkit"
 )
 
 // tlsDevice serves HTTPS with an EC certificate, logging to log.
-func tlsDevice(t *testing.T, log *syncBuffer) *Device {
+func tlsDevice(t *testing.T, log *testkit.SyncBuffer) *Device {
 	t.Helper()
-	d, err := New(Options{StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Seed: 14, Console: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
-	if err := d.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	d := startWith(t, Options{StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Seed: 14, Console: log})
 	ca := issue(t, "Workshop CA", nil, true)
 	srv := issue(t, "device", ca, false)
 	configureTLS(t, d, "http", map[string]string{"cert.pem": srv.pem, "key.pem": srv.kpem},
@@ -41,7 +34,7 @@ func handshake(d *Device, c *tls.Config) (tls.ConnectionState, error) {
 
 // TestTLSAsMbedTLS: TLS 1.2 at most, the port's cipher suites and curves.
 func TestTLSAsMbedTLS(t *testing.T) {
-	d := tlsDevice(t, &syncBuffer{})
+	d := tlsDevice(t, &testkit.SyncBuffer{})
 	st, err := handshake(d, &tls.Config{MaxVersion: tls.VersionTLS13})
 	if err != nil {
 		t.Fatal(err)
@@ -71,24 +64,10 @@ func TestTLSAsMbedTLS(t *testing.T) {
 	}
 }
 
-// needTool finds a real peer: outside CI a missing one skips the test, in
-// CI it fails it.
-func needTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is not installed (.ci/deps.sh installs it)", name)
-		}
-		t.Skipf("%s not installed", name)
-	}
-	return p
-}
-
 func TestTLSWithOpenSSLAndCurl(t *testing.T) {
-	var log syncBuffer
+	var log testkit.SyncBuffer
 	d := tlsDevice(t, &log)
-	openssl := needTool(t, "openssl")
+	openssl := testkit.NeedTool(t, "", "openssl")
 	sclient := func(args ...string) (string, error) {
 		cmd := exec.Command(openssl, append([]string{"s_client", "-connect", d.HTTPAddr(), "-brief"}, args...)...)
 		cmd.Stdin = strings.NewReader("")
@@ -111,7 +90,7 @@ func TestTLSWithOpenSSLAndCurl(t *testing.T) {
 		t.Errorf("CBC-SHA256 suite with EtM: %v\n%s", err, out)
 	}
 
-	curl := needTool(t, "curl")
+	curl := testkit.NeedTool(t, "", "curl")
 	cmd := exec.Command(curl, "-sk", "-o", "/dev/null", "-w", "%{ssl_verify_result}", "--tlsv1.3", "https://"+d.HTTPAddr()+"/rpc/RPC.Ping")
 	if err := cmd.Run(); err == nil {
 		t.Error("curl --tlsv1.3 connected")
@@ -123,5 +102,5 @@ func TestTLSWithOpenSSLAndCurl(t *testing.T) {
 	if ee, ok := err.(*exec.ExitError); !ok || (ee.ExitCode() != 52 && ee.ExitCode() != 56) || len(out2) != 0 {
 		t.Errorf("plain HTTP to the TLS port: %v %q", err, out2)
 	}
-	log.waitFor(t, `mbedTLS error: -0x7200`)
+	log.WaitFor(t, `mbedTLS error: -0x7200`)
 }

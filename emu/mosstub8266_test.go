@@ -3,7 +3,6 @@ package emu
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/hex"
 	"encoding/json"
 	"os"
@@ -14,21 +13,14 @@ import (
 	"time"
 
 	"github.com/mosemu/mosemu/emu/romloader"
+	"github.com/mosemu/mosemu/internal/testkit"
 	"golang.org/x/sys/unix"
 )
 
 // startESP8266 starts an ESP8266 device with a pty, seed 42.
 func startESP8266(t *testing.T, dir string) *Device {
 	t.Helper()
-	d, err := New(Options{Arch: "esp8266", StateDir: dir, HTTPAddr: "127.0.0.1:0", Serial: true, Seed: 42})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
-	return d
+	return startWith(t, Options{Arch: "esp8266", StateDir: dir, HTTPAddr: "127.0.0.1:0", Serial: true, Seed: 42})
 }
 
 // transcriptStep is one chunk of a recorded serial session.
@@ -83,15 +75,8 @@ func TestMosESP8266Transcript(t *testing.T) {
 // filesystem image of the zip with its files) and answers RPC as the
 // factory build.
 func TestMosESP8266FlashZip(t *testing.T) {
-	var con consoleBuf
-	d, err := New(Options{Arch: "esp8266", StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Serial: true, Seed: 42, Console: &con})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	if err := d.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	var con testkit.SyncBuffer
+	d := startWith(t, Options{Arch: "esp8266", StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Serial: true, Seed: 42, Console: &con})
 	replayTranscript(t, d, filepath.Join("testdata", "mos", "esp8266-flash-zip.txt"))
 	deadline := time.Now().Add(5 * time.Second)
 	for d.DeviceID() == "" || !strings.Contains(con.String(), "Init done") {

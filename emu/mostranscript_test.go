@@ -3,7 +3,6 @@ package emu
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/hex"
 	"os"
 	"strings"
@@ -54,14 +53,7 @@ func readTranscript(t *testing.T, path string) (requests, responses [][]byte) {
 // must be byte for byte the one mos got, and the burn must be kept.
 func TestMosTranscriptReplay(t *testing.T) {
 	requests, want := readTranscript(t, "testdata/mos/esp32-efuse-session.txt")
-	d, err := New(Options{StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Serial: true, Seed: 42})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
-	if err := d.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	d := startWith(t, Options{StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Serial: true, Seed: 42})
 	h := openROMHost(t, d)
 	var got [][]byte
 	for _, req := range requests {

@@ -7,15 +7,12 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/mosemu/mosemu/internal/testkit"
 	"github.com/mosemu/mosemu/mqtt"
 	"github.com/mosemu/mosemu/rpc/client"
 )
@@ -31,35 +28,56 @@ func mosCall(t *testing.T, broker, devID, method string) (json.RawMessage, error
 func mosCallAuth(t *testing.T, broker, devID, method, auth string) (json.RawMessage, error) {
 	t.Helper()
 	cid := fmt.Sprintf("mos-%d", time.Now().UnixNano()%1e9)
+	src := devID + "/rpc-resp/" + cid
+	frame := fmt.Sprintf(`{"src":%q,"dst":%q,"id":1234567890123,"method":%q}`, src, devID, method)
+	if auth != "" {
+		frame = frame[:len(frame)-1] + `,"auth":` + auth + "}"
+	}
+	b, err := mqttRequest(broker, cid, devID, src+"/rpc", frame, 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	if b == nil {
+		return nil, fmt.Errorf("no reply to %s", method)
+	}
+	var r struct {
+		ID     int64           `json:"id"`
+		Result json.RawMessage `json:"result"`
+		Error  json.RawMessage `json:"error"`
+	}
+	if err := json.Unmarshal(b, &r); err != nil || r.ID != 1234567890123 {
+		return nil, fmt.Errorf("bad reply %s", b)
+	}
+	if r.Error != nil {
+		return nil, fmt.Errorf("error %s", r.Error)
+	}
+	return r.Result, nil
+}
+
+// mqttRequest connects to broker as client cid, publishes frame to
+// <devID>/rpc and returns the first message on replyTopic (when not
+// empty), or nil after wait.
+func mqttRequest(broker, cid, devID, replyTopic, frame string, wait time.Duration) ([]byte, error) {
 	c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + broker).SetClientID(cid))
 	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 		return nil, fmt.Errorf("connect: %v", tok.Error())
 	}
 	defer c.Disconnect(50)
-	src := devID + "/rpc-resp/" + cid
 	got := make(chan []byte, 1)
-	c.Subscribe(src+"/rpc", 1, func(_ paho.Client, m paho.Message) { got <- m.Payload() }).Wait()
-	frame := fmt.Sprintf(`{"src":%q,"dst":%q,"id":1234567890123,"method":%q}`, src, devID, method)
-	if auth != "" {
-		frame = frame[:len(frame)-1] + `,"auth":` + auth + "}"
+	if replyTopic != "" {
+		c.Subscribe(replyTopic, 1, func(_ paho.Client, m paho.Message) {
+			select {
+			case got <- m.Payload():
+			default:
+			}
+		}).Wait()
 	}
 	c.Publish(devID+"/rpc", 1, false, frame).Wait()
 	select {
 	case b := <-got:
-		var r struct {
-			ID     int64           `json:"id"`
-			Result json.RawMessage `json:"result"`
-			Error  json.RawMessage `json:"error"`
-		}
-		if err := json.Unmarshal(b, &r); err != nil || r.ID != 1234567890123 {
-			return nil, fmt.Errorf("bad reply %s", b)
-		}
-		if r.Error != nil {
-			return nil, fmt.Errorf("error %s", r.Error)
-		}
-		return r.Result, nil
-	case <-time.After(5 * time.Second):
-		return nil, fmt.Errorf("no reply to %s", method)
+		return b, nil
+	case <-time.After(wait):
+		return nil, nil
 	}
 }
 
@@ -107,7 +125,7 @@ func TestRPCOverEmbeddedBrokerAndRestart(t *testing.T) {
 }
 
 func TestRPCOverMosquitto(t *testing.T) {
-	port := startMosquitto(t, "")
+	port := testkit.StartMosquitto(t, "")
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	d, err := New(Options{StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", MQTTBroker: addr, Seed: 6})
 	if err != nil {
@@ -156,40 +174,4 @@ func TestMQTTChannelACL(t *testing.T) {
 	if res, err := mosCallAuth(t, b.Addr(), d.DeviceID(), "RPC.Ping", string(authJSON)); err != nil || string(res) != `{"channel_info": ""}` {
 		t.Fatalf("MQTT call with digest auth: %s %v", res, err)
 	}
-}
-
-// startMosquitto runs a real mosquitto on a free loopback port with extra
-// configuration lines, for the duration of the test. Outside CI a missing
-// mosquitto skips the test; in CI it fails it.
-func startMosquitto(t *testing.T, extra string) int {
-	t.Helper()
-	bin, err := exec.LookPath("mosquitto")
-	if err != nil {
-		bin = "/usr/sbin/mosquitto"
-	}
-	if _, err := os.Stat(bin); err != nil {
-		missingPeer(t, "needs mosquitto (apt-get install mosquitto, run by make test-deps)")
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	// "user" keeps a root mosquitto from switching to an account that
-	// cannot read the test's files.
-	conf := filepath.Join(t.TempDir(), "mosquitto.conf")
-	os.WriteFile(conf, []byte(fmt.Sprintf("user %s\nlistener %d 127.0.0.1\nallow_anonymous true\n%s", currentUser(), port, extra)), 0o644)
-	cmd := exec.Command(bin, "-c", conf)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
-			c.Close()
-			break
-		}
-	}
-	return port
 }

@@ -2,9 +2,7 @@ package emu
 
 import (
 	"bufio"
-	"context"
 	"fmt"
-	"os"
 	"os/exec"
 	"regexp"
 	"testing"
@@ -12,6 +10,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/mosemu/mosemu/internal/testkit"
 	"github.com/mosemu/mosemu/mqtt"
 )
 
@@ -20,14 +19,7 @@ import (
 // `mos console --port mqtt://broker/<device.id>`.
 func consoleDevice(t *testing.T, broker string) (*Device, string) {
 	t.Helper()
-	d, err := New(Options{StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", MQTTBroker: broker, Seed: 11})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
-	if err := d.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	d := startWith(t, Options{StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", MQTTBroker: broker, Seed: 11})
 	topic := d.DeviceID() + "/log"
 	c := dial(t, "ws://"+d.HTTPAddr()+"/rpc")
 	call(t, c, "Config.Set", map[string]any{"config": map[string]any{"debug": map[string]any{"stderr_topic": topic}}, "save": true})
@@ -73,14 +65,8 @@ func TestConsoleOverMQTTEmbeddedBroker(t *testing.T) {
 }
 
 func TestConsoleOverMosquitto(t *testing.T) {
-	port := startMosquitto(t, "")
-	subBin, err := exec.LookPath("mosquitto_sub")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("mosquitto_sub is not installed (.ci/deps.sh installs mosquitto-clients)")
-		}
-		t.Skip("mosquitto_sub not installed: apt-get install mosquitto-clients")
-	}
+	port := testkit.StartMosquitto(t, "")
+	subBin := testkit.NeedTool(t, "apt-get install mosquitto-clients", "mosquitto_sub")
 	d, topic := consoleDevice(t, fmt.Sprintf("127.0.0.1:%d", port))
 	cmd := exec.Command(subBin, "-h", "127.0.0.1", "-p", fmt.Sprint(port), "-t", topic, "-W", "15")
 	out, _ := cmd.StdoutPipe()

@@ -7,11 +7,11 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/user"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/mosemu/mosemu/internal/testkit"
 	"github.com/mosemu/mosemu/mqtt"
 )
 
@@ -64,15 +64,8 @@ func TestMQTTMutualTLSMosquitto(t *testing.T) {
 	for n, s := range map[string]string{"ca.pem": ca.pem, "srv.pem": srv.pem, "srv.key": srv.kpem} {
 		os.WriteFile(filepath.Join(dir, n), []byte(s), 0o644)
 	}
-	port := startMosquitto(t, fmt.Sprintf("cafile %s\ncertfile %s\nkeyfile %s\nrequire_certificate true\n",
+	port := testkit.StartMosquitto(t, fmt.Sprintf("cafile %s\ncertfile %s\nkeyfile %s\nrequire_certificate true\n",
 		filepath.Join(dir, "ca.pem"), filepath.Join(dir, "srv.pem"), filepath.Join(dir, "srv.key")))
 	d := deviceWithMQTTTLS(t, fmt.Sprintf("localhost:%d", port), ca, issue(t, "device", ca, false))
 	waitMQTT(t, d, true)
-}
-
-func currentUser() string {
-	if u, err := user.Current(); err == nil {
-		return u.Username
-	}
-	return "root"
 }

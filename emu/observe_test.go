@@ -44,14 +44,7 @@ func TestObservationSeam(t *testing.T) {
 	rec := &recorder{}
 	hub := &observe.Hub{}
 	hub.Add(rec)
-	d, err := New(Options{StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Seed: 7, Hub: hub})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	if err := d.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	d := startWith(t, Options{StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Seed: 7, Hub: hub})
 	if _, ok := rec.find(func(e observe.Event) bool {
 		return e.Kind == observe.Console && strings.Contains(e.Line, "Mongoose OS")
 	}); !ok {

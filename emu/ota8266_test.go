@@ -2,13 +2,13 @@ package emu
 
 import (
 	"bytes"
-	"context"
 	"encoding/base64"
 	"encoding/json"
 	"strings"
 	"testing"
 
 	"github.com/mosemu/mosemu/emu/rboot"
+	"github.com/mosemu/mosemu/internal/testkit"
 )
 
 // firmwareZip8266 is an esp8266 update bundle of version as a Mongoose OS
@@ -41,21 +41,13 @@ func otaDevice8266(t *testing.T) *Device {
 
 // startDevice8266 starts an ESP8266 device on state dir (console to con
 // when not nil).
-func startDevice8266(t *testing.T, dir string, con *syncBuffer) *Device {
+func startDevice8266(t *testing.T, dir string, con *testkit.SyncBuffer) *Device {
 	t.Helper()
 	o := Options{Arch: "esp8266", StateDir: dir, HTTPAddr: "127.0.0.1:0", Seed: 7}
 	if con != nil {
 		o.Console = con
 	}
-	d, err := New(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
-	return d
+	return startWith(t, o)
 }
 
 // rbootConfig reads the rBoot config sector from the device's flash.
@@ -173,10 +165,10 @@ func TestOTAESP8266PowerLossBeforeCommit(t *testing.T) {
 		t.Errorf("rBoot config during the first boot: %+v", rc)
 	}
 	d.Close()
-	var con syncBuffer
+	var con testkit.SyncBuffer
 	d2 := startDevice8266(t, dir, &con)
 	url = "ws://" + d2.HTTPAddr() + "/rpc"
-	con.waitFor(t, `First boot, attempt 1\n(.|\n)*Boot failed, fallback to fw #0(.|\n)*Booting rom 0 \(0x100000\)`)
+	con.WaitFor(t, `First boot, attempt 1\n(.|\n)*Boot failed, fallback to fw #0(.|\n)*Booting rom 0 \(0x100000\)`)
 	waitFW(t, url, FWVersion)
 	if bs := getBootState(t, dial(t, url)); !bs.IsCommitted || bs.ActiveSlot != 0 {
 		t.Errorf("boot state after power loss = %+v", bs)
@@ -189,7 +181,7 @@ func TestOTAESP8266PowerLossBeforeCommit(t *testing.T) {
 // TestOTAESP8266FailedFirstBootReverts: an update whose filesystem does
 // not mount is reverted by the firmware and rBoot boots the old slot.
 func TestOTAESP8266FailedFirstBootReverts(t *testing.T) {
-	var con syncBuffer
+	var con testkit.SyncBuffer
 	d := startDevice8266(t, t.TempDir(), &con)
 	url := "ws://" + d.HTTPAddr() + "/rpc"
 	lay, _ := rboot.LayoutFor(4 << 20)
@@ -197,7 +189,7 @@ func TestOTAESP8266FailedFirstBootReverts(t *testing.T) {
 	if err := mosOTA(dial(t, url), bundle8266(t, "esp8266", "2.0", garbage), 2048, 300); err != nil {
 		t.Fatal(err)
 	}
-	con.waitFor(t, `Booting rom 1 \(0x200000\)(.|\n)*esp_main.c:158 +mosemu 2\.0 \(20261125-120000/2\.0@test\)(.|\n)*Update failed to boot(.|\n)*Reverting to slot 0(.|\n)*Booting rom 0 \(0x100000\)`)
+	con.WaitFor(t, `Booting rom 1 \(0x200000\)(.|\n)*esp_main.c:158 +mosemu 2\.0 \(20261125-120000/2\.0@test\)(.|\n)*Update failed to boot(.|\n)*Reverting to slot 0(.|\n)*Booting rom 0 \(0x100000\)`)
 	waitFW(t, url, FWVersion)
 	if bs := getBootState(t, dial(t, url)); !bs.IsCommitted || bs.ActiveSlot != 0 {
 		t.Errorf("boot state = %+v", bs)

@@ -15,7 +15,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"math/rand"
 	"net/http"
 	"net/http/httptest"
@@ -29,6 +28,7 @@ import (
 	"github.com/mosemu/mosemu/emu/ota"
 	"github.com/mosemu/mosemu/emu/partition"
 	lfs "github.com/mosemu/mosemu/fs"
+	"github.com/mosemu/mosemu/internal/testkit"
 	"github.com/mosemu/mosemu/rpc"
 	"github.com/mosemu/mosemu/rpc/client"
 	"github.com/spf13/afero"
@@ -81,20 +81,11 @@ type bundleFile struct {
 func testBundle(t *testing.T, manifest map[string]any, files ...bundleFile) []byte {
 	t.Helper()
 	m, _ := json.MarshalIndent(manifest, "", " ")
-	var buf bytes.Buffer
-	zw := zip.NewWriter(&buf)
-	for _, f := range append([]bundleFile{{"manifest.json", m}}, files...) {
-		w, err := zw.CreateRaw(&zip.FileHeader{Name: "fw/" + f.name, Method: zip.Store, CRC32: crc32.ChecksumIEEE(f.data),
-			CompressedSize64: uint64(len(f.data)), UncompressedSize64: uint64(len(f.data))})
-		if err != nil {
-			t.Fatal(err)
-		}
-		w.Write(f.data)
+	entries := []testkit.ZipFile{{Name: "fw/manifest.json", Data: m}}
+	for _, f := range files {
+		entries = append(entries, testkit.ZipFile{Name: "fw/" + f.name, Data: f.data})
 	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
+	return testkit.StoredZip(t, entries...)
 }
 
 func sha1hex(b []byte) string { s := sha1.Sum(b); return hex.EncodeToString(s[:]) }
@@ -187,14 +178,7 @@ func getBootState(t *testing.T, c *client.Client) bootState {
 
 func otaDevice(t *testing.T, enc bool) *Device {
 	t.Helper()
-	d, err := New(Options{StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Seed: 7})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
+	d := startWith(t, Options{StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Seed: 7})
 	if enc { // the factory firmware's next boot encrypts the flash
 		if err := d.SetBootloaderFlashEncryption(true); err != nil {
 			t.Fatal(err)
@@ -552,15 +536,8 @@ func TestOTAUpdateOverHTTPS(t *testing.T) {
 // mount (its digest right, its content garbage) fails the first boot of the
 // update; the device reverts and comes back on the old firmware.
 func TestOTANewFirmwareThatDoesNotBootRevertsItself(t *testing.T) {
-	var log syncBuffer
-	d, err := New(Options{StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Seed: 7, Console: &log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	if err := d.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	var log testkit.SyncBuffer
+	d := startWith(t, Options{StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Seed: 7, Console: &log})
 	url := "ws://" + d.HTTPAddr() + "/rpc"
 	garbage := bytes.Repeat([]byte("not a filesystem"), 0x40000/16)
 	z, err := ota.WriteBundle(ota.BundleSpec{Name: "mosemu", Platform: "esp32", Version: "2.0", BuildID: "b/2.0",
@@ -571,7 +548,7 @@ func TestOTANewFirmwareThatDoesNotBootRevertsItself(t *testing.T) {
 	if err := mosOTA(dial(t, url), z, 2048, 300); err != nil {
 		t.Fatal(err)
 	}
-	log.waitFor(t, `Boot partition: app_1(.|\n)*Update failed to boot(.|\n)*Reverting to slot 0(.|\n)*Boot partition: app_0`)
+	log.WaitFor(t, `Boot partition: app_1(.|\n)*Update failed to boot(.|\n)*Reverting to slot 0(.|\n)*Boot partition: app_0`)
 	waitFW(t, url, FWVersion)
 	if bs := getBootState(t, dial(t, url)); !bs.IsCommitted || bs.ActiveSlot != 0 {
 		t.Errorf("boot state = %+v", bs)

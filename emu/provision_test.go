@@ -20,14 +20,7 @@ func TestConfigShowsWhatTheDeviceUses(t *testing.T) {
 	}
 	defer b.Close()
 	dir := t.TempDir()
-	d, err := New(Options{StateDir: dir, HTTPAddr: "127.0.0.1:0", MQTTBroker: b.Addr(), Seed: 12})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	if err := d.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	d := startWith(t, Options{StateDir: dir, HTTPAddr: "127.0.0.1:0", MQTTBroker: b.Addr(), Seed: 12})
 	waitMQTT(t, d, true)
 	c := dial(t, "ws://"+d.HTTPAddr()+"/rpc")
 	if got := call(t, c, "Config.Get", map[string]any{"key": "mqtt.server"}); string(got) != `"`+b.Addr()+`"` {

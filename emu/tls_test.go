@@ -3,50 +3,42 @@ package emu
 import (
 	"context"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
-	"encoding/pem"
 	"io"
-	"math/big"
 	"net/http"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/mosemu/mosemu/internal/testkit"
 	"github.com/mosemu/mosemu/rpc/client"
 )
 
+// pki is a P-256 certificate made by issue, with its PEM forms.
 type pki struct {
+	c    *testkit.Cert
 	cert *x509.Certificate
 	key  *ecdsa.PrivateKey
 	pem  string
 	kpem string
 }
 
+// issue makes a certificate for localhost, for servers and clients, signed
+// by parent (self-signed when nil).
 func issue(t *testing.T, cn string, parent *pki, isCA bool) *pki {
 	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: isCA, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, DNSNames: []string{"localhost"},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
-	pc, pk := tmpl, key
+	var p *testkit.Cert
 	if parent != nil {
-		pc, pk = parent.cert, parent.key
+		p = parent.c
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, pc, &key.PublicKey, pk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _ := x509.ParseCertificate(der)
-	kder, _ := x509.MarshalECPrivateKey(key)
-	return &pki{c, key, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
-		string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}))}
+	c := testkit.Issue(t, &x509.Certificate{Subject: pkix.Name{CommonName: cn}, IsCA: isCA, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, DNSNames: []string{"localhost"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}, nil, p)
+	return &pki{c, c.X509, c.Key.(*ecdsa.PrivateKey), string(c.CertPEM()), string(c.KeyPEM())}
 }
 
 func (p *pki) tlsCert() tls.Certificate {
@@ -92,7 +84,7 @@ func TestHTTPSAndMutualTLS(t *testing.T) {
 			t.Fatalf("curl -k: %s %v", out, err)
 		}
 	} else {
-		peerNote(t, "curl not installed: the curl -k part did not run")
+		testkit.PeerNote(t, "curl not installed: the curl -k part did not run")
 	}
 	// WSS with the Go client, as mos --port wss:// does.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -128,7 +120,7 @@ func TestHTTPSAndMutualTLS(t *testing.T) {
 func TestTLSConnectionFlood(t *testing.T) {
 	srvPKI := issue(t, "device", nil, true)
 	for _, dynamic := range []bool{false, true} {
-		var log lockedBuffer
+		var log testkit.SyncBuffer
 		d, err := New(Options{StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Seed: 9, TLSDynamicBuffers: dynamic, Console: &log})
 		if err != nil {
 			t.Fatal(err)

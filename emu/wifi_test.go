@@ -1,47 +1,16 @@
 package emu
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/mosemu/mosemu/emu/wifi"
+	"github.com/mosemu/mosemu/internal/testkit"
 	"github.com/mosemu/mosemu/rpc/client"
 )
-
-// syncBuffer collects the console log.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (s *syncBuffer) waitFor(t *testing.T, re string) {
-	t.Helper()
-	r := regexp.MustCompile(re)
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if r.MatchString(s.String()) {
-			return
-		}
-	}
-	t.Fatalf("console never matched %q:\n%s", re, s.String())
-}
 
 type wifiInfo struct {
 	StaIP  string `json:"sta_ip"`
@@ -84,27 +53,20 @@ func getWiFi(t *testing.T, d *Device) wifiInfo {
 }
 
 func TestMosWiFiConnects(t *testing.T) {
-	var log syncBuffer
+	var log testkit.SyncBuffer
 	aps := []wifi.AP{{SSID: "Lab", Pass: "secret123", RSSI: -70}, {SSID: "Lab", Pass: "secret123", RSSI: -40, BSSID: "02:11:22:33:44:55"}, {SSID: "Cafe"}}
-	d, err := New(Options{StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Seed: 9, Console: &log, WiFiAPs: aps})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	if err := d.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	d := startWith(t, Options{StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Seed: 9, Console: &log, WiFiAPs: aps})
 	if w := getWiFi(t, d); w != (wifiInfo{APIP: "192.168.4.1", Status: "disconnected"}) {
 		t.Errorf("factory wifi = %+v", w)
 	}
-	log.waitFor(t, `WiFi mode: AP\n`)
-	log.waitFor(t, `WiFi AP: SSID Mongoose_[0-9A-F]{6}, channel 6`)
+	log.WaitFor(t, `WiFi mode: AP\n`)
+	log.WaitFor(t, `WiFi AP: SSID Mongoose_[0-9A-F]{6}, channel 6`)
 
 	mosWiFi(t, d, "Lab", "secret123")
-	log.waitFor(t, `WiFi mode: STA\n`)
-	log.waitFor(t, `Trying Lab AP 02:11:22:33:44:55 RSSI -40 attempt 1`) // the strongest first
-	log.waitFor(t, `WiFi STA: Connected, BSSID 02:11:22:33:44:55 ch 6 RSSI -40`)
-	log.waitFor(t, `WiFi STA: ready, IP 192\.168\.1\.\d+, GW 192\.168\.1\.1`)
+	log.WaitFor(t, `WiFi mode: STA\n`)
+	log.WaitFor(t, `Trying Lab AP 02:11:22:33:44:55 RSSI -40 attempt 1`) // the strongest first
+	log.WaitFor(t, `WiFi STA: Connected, BSSID 02:11:22:33:44:55 ch 6 RSSI -40`)
+	log.WaitFor(t, `WiFi STA: ready, IP 192\.168\.1\.\d+, GW 192\.168\.1\.1`)
 	w := getWiFi(t, d)
 	if w.Status != "got ip" || w.SSID != "Lab" || !strings.HasPrefix(w.StaIP, "192.168.1.") || w.APIP != "" {
 		t.Errorf("after mos wifi: %+v", w)
@@ -112,7 +74,7 @@ func TestMosWiFiConnects(t *testing.T) {
 }
 
 func TestWiFiWrongPasswordAndMissingAP(t *testing.T) {
-	var log syncBuffer
+	var log testkit.SyncBuffer
 	d, err := New(Options{StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Seed: 10, Console: &log,
 		WiFiAPs: []wifi.AP{{SSID: "Lab", Pass: "secret123"}}})
 	if err != nil {
@@ -123,13 +85,13 @@ func TestWiFiWrongPasswordAndMissingAP(t *testing.T) {
 		t.Fatal(err)
 	}
 	mosWiFi(t, d, "Lab", "wrongpass")
-	log.waitFor(t, `Trying Lab AP [0-9a-f:]{17} RSSI -50 attempt 1\n.*\n.*WiFi STA: Disconnected, reason: 15`)
-	log.waitFor(t, `attempt 2`)
+	log.WaitFor(t, `Trying Lab AP [0-9a-f:]{17} RSSI -50 attempt 1\n.*\n.*WiFi STA: Disconnected, reason: 15`)
+	log.WaitFor(t, `attempt 2`)
 	if w := getWiFi(t, d); w.Status == "got ip" || w.StaIP != "" {
 		t.Errorf("connected with a wrong password: %+v", w)
 	}
 	mosWiFi(t, d, "Nowhere", "whatever1")
-	log.waitFor(t, `WiFi STA: Disconnected, reason: 201`)
+	log.WaitFor(t, `WiFi STA: Disconnected, reason: 201`)
 	if w := getWiFi(t, d); w.Status != "disconnected" {
 		t.Errorf("status without the AP: %+v", w)
 	}

@@ -1,18 +1,17 @@
 package emu
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/mosemu/mosemu/emu/flash"
 	lfs "github.com/mosemu/mosemu/fs"
+	"github.com/mosemu/mosemu/internal/testkit"
 	"github.com/spf13/afero"
 )
 
@@ -48,30 +47,6 @@ func TestParseWire(t *testing.T) {
 	}
 }
 
-// consoleBuf collects a device's console log.
-type consoleBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (c *consoleBuf) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.b.Write(p)
-}
-
-func (c *consoleBuf) String() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.b.String()
-}
-
-func (c *consoleBuf) Reset() {
-	c.mu.Lock()
-	c.b.Reset()
-	c.mu.Unlock()
-}
-
 // setAndReboot saves a config change over RPC and reboots the device.
 func setAndReboot(t *testing.T, d *Device, conf map[string]any) error {
 	t.Helper()
@@ -94,16 +69,9 @@ func atcaGetConfig(t *testing.T, d *Device) error {
 // chip is on GPIO12/14; the firmware finds it only with i2c.enable and the
 // same pins in i2c.sda_gpio/i2c.scl_gpio.
 func TestI2CWiringESP8266(t *testing.T) {
-	var con consoleBuf
+	var con testkit.SyncBuffer
 	dir := t.TempDir()
-	d, err := New(Options{Arch: "esp8266", StateDir: dir, HTTPAddr: "127.0.0.1:0", Seed: 7, Console: &con})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	if err := d.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	d := startWith(t, Options{Arch: "esp8266", StateDir: dir, HTTPAddr: "127.0.0.1:0", Seed: 7, Console: &con})
 	c := dial(t, "ws://"+d.HTTPAddr()+"/rpc")
 	var i2cCfg map[string]any
 	json.Unmarshal(call(t, c, "Config.Get", map[string]any{"key": "i2c"}), &i2cCfg)
@@ -171,7 +139,7 @@ func TestI2CWiringESP8266(t *testing.T) {
 // reopenWithConfig writes conf9.json into the device's filesystem while it
 // is stopped (through a fresh boot with a config that cannot fail) and
 // starts it again with wiring.
-func reopenWithConfig(t *testing.T, dir string, con *consoleBuf, conf9 string, wiring []Wire) *Device {
+func reopenWithConfig(t *testing.T, dir string, con *testkit.SyncBuffer, conf9 string, wiring []Wire) *Device {
 	t.Helper()
 	d, err := New(Options{StateDir: dir, HTTPAddr: "127.0.0.1:0", Console: con, Wiring: wiring})
 	if err != nil {
@@ -192,7 +160,7 @@ func reopenWithConfig(t *testing.T, dir string, con *consoleBuf, conf9 string, w
 // TestWiringOption rewires the chip from the command line option and keeps
 // it in the state file.
 func TestWiringOption(t *testing.T) {
-	var con consoleBuf
+	var con testkit.SyncBuffer
 	dir := t.TempDir()
 	w := []Wire{{Part: PartATECC608A, SDA: 4, SCL: 5, Addr: 0x58}}
 	d, err := New(Options{Arch: "esp8266", StateDir: dir, HTTPAddr: "127.0.0.1:0", Console: &con, Wiring: w})
@@ -226,14 +194,7 @@ func TestWiringOption(t *testing.T) {
 	d.Close()
 	none, _ := ParseWire("atecc608a:none")
 	con.Reset()
-	d, err = New(Options{StateDir: dir, HTTPAddr: "127.0.0.1:0", Console: &con, Wiring: []Wire{none}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	if err := d.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	d = startWith(t, Options{StateDir: dir, HTTPAddr: "127.0.0.1:0", Console: &con, Wiring: []Wire{none}})
 	if !strings.Contains(con.String(), "ATCA: Chip is not available") {
 		t.Fatalf("console:\n%s", con.String())
 	}
@@ -242,15 +203,8 @@ func TestWiringOption(t *testing.T) {
 // TestI2CDefaultsESP32: the ESP32's i2c section (hardware unit 0, SDA 32,
 // SCL 33) reaches the default-wired chip.
 func TestI2CDefaultsESP32(t *testing.T) {
-	var con consoleBuf
-	d, err := New(Options{StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Seed: 3, Console: &con})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	if err := d.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	var con testkit.SyncBuffer
+	d := startWith(t, Options{StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Seed: 3, Console: &con})
 	if err := setAndReboot(t, d, map[string]any{"sys": map[string]any{"atca": map[string]any{"enable": true}},
 		"i2c": map[string]any{"enable": true}}); err != nil {
 		t.Fatal(err)
@@ -293,15 +247,8 @@ func FuzzParseWire(f *testing.F) {
 // TestI2CDebug: with i2c.debug and debug.level 3 the bus activity of the
 // ATCA init shows on the console, as mgos_i2c_gpio.c logs it.
 func TestI2CDebug(t *testing.T) {
-	var con consoleBuf
-	d, err := New(Options{Arch: "esp8266", StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Seed: 8, Console: &con})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	if err := d.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	var con testkit.SyncBuffer
+	d := startWith(t, Options{Arch: "esp8266", StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Seed: 8, Console: &con})
 	con.Reset()
 	if err := setAndReboot(t, d, map[string]any{"sys": map[string]any{"atca": map[string]any{"enable": true}},
 		"i2c": map[string]any{"enable": true, "debug": true}, "debug": map[string]any{"level": 3}}); err != nil {

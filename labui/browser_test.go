@@ -11,32 +11,16 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/mosemu/mosemu/internal/testkit"
 	"github.com/spf13/afero"
 )
-
-// need returns the path of a real peer, skipping the test outside CI when
-// it is missing and failing it in CI.
-func need(t *testing.T, names ...string) string {
-	t.Helper()
-	for _, n := range names {
-		if p, err := exec.LookPath(n); err == nil {
-			return p
-		}
-	}
-	msg := fmt.Sprintf("%s not installed (apt-get install %s, or run .ci/deps.sh)", names[0], names[0])
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
-}
 
 // browser starts headless Chromium with a fresh profile and returns a
 // context for chromedp actions. On failure a screenshot of the page is
 // saved in $MOSEMU_ARTIFACTS (default: the system temp dir).
 func browser(t *testing.T) context.Context {
 	t.Helper()
-	exe := need(t, "chromium", "chromium-browser", "google-chrome")
+	exe := testkit.NeedTool(t, "apt-get install chromium, or run .ci/deps.sh", "chromium", "chromium-browser", "google-chrome")
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(exe), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
 		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
@@ -97,7 +81,7 @@ func waitJS(t *testing.T, ctx context.Context, what, js string) {
 // turns the fs sectors from plaintext to ciphertext on the map, and the
 // reset, snapshot and restore buttons work.
 func TestBrowserLabConsole(t *testing.T) {
-	curl := need(t, "curl")
+	curl := testkit.NeedTool(t, "apt-get install curl, or run .ci/deps.sh", "curl")
 	ctx := browser(t)
 	dir := t.TempDir()
 	seat, base := startConsole(t, dir)

@@ -18,12 +18,19 @@ import (
 	"github.com/mosemu/mosemu/emu"
 	"github.com/mosemu/mosemu/emu/observe"
 	"github.com/mosemu/mosemu/emu/snapshot"
+	"github.com/mosemu/mosemu/internal/testkit"
 	"github.com/spf13/afero"
 )
 
 func startConsole(t *testing.T, dir string) (*Seat, string) {
 	t.Helper()
-	seat, err := OpenSeat(context.Background(), emu.Options{StateDir: dir, HTTPAddr: "127.0.0.1:0", Seed: 3})
+	return serveSeat(t, startSeat(t, emu.Options{StateDir: dir, HTTPAddr: "127.0.0.1:0", Seed: 3}))
+}
+
+// startSeat opens and starts a seat with o, closed when the test ends.
+func startSeat(t *testing.T, o emu.Options) *Seat {
+	t.Helper()
+	seat, err := OpenSeat(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,6 +38,13 @@ func startConsole(t *testing.T, dir string) (*Seat, string) {
 	if err := seat.Start(); err != nil {
 		t.Fatal(err)
 	}
+	return seat
+}
+
+// serveSeat serves the console of seat on a loopback port until the test
+// ends and returns its base URL.
+func serveSeat(t *testing.T, seat *Seat) (*Seat, string) {
+	t.Helper()
 	srv := New(Options{})
 	srv.Add("", seat)
 	addr, err := srv.Listen("127.0.0.1:0")
@@ -231,39 +245,16 @@ func TestFleetList(t *testing.T) {
 // TestHoldDownloadMode holds the chip in the ROM loader from the console
 // and releases it: the firmware stops, then boots again.
 func TestHoldDownloadMode(t *testing.T) {
-	seat, err := OpenSeat(context.Background(), emu.Options{StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Serial: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer seat.Close()
-	if err := seat.Start(); err != nil {
-		t.Fatal(err)
-	}
-	srv := New(Options{})
-	srv.Add("", seat)
-	addr, err := srv.Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	base := "http://" + addr
-	waitFor := func(what string, f func() bool) {
-		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); !f(); time.Sleep(20 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatal("timed out waiting for " + what)
-			}
-		}
-	}
+	seat, base := serveSeat(t, startSeat(t, emu.Options{StateDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", Serial: true}))
 	if code, m := post(t, base, base, `{"action":"download"}`); code != 200 {
 		t.Fatalf("download: %d %v", code, m)
 	}
 	d := seat.Device()
-	waitFor("download mode", func() bool { return d.Downloading() && !d.Running() })
+	testkit.WaitUntil(t, "download mode", func() bool { return d.Downloading() && !d.Running() })
 	if code, m := post(t, base, base, `{"action":"release"}`); code != 200 {
 		t.Fatalf("release: %d %v", code, m)
 	}
-	waitFor("the firmware back", func() bool { return !d.Downloading() && d.Running() })
+	testkit.WaitUntil(t, "the firmware back", func() bool { return !d.Downloading() && d.Running() })
 }
 
 func TestFindSecretsPublicPEM(t *testing.T) {
@@ -343,14 +334,7 @@ func TestRAMShowsConnections(t *testing.T) {
 
 // TestInspectESP8266 shows a board without efuses nor partition table.
 func TestInspectESP8266(t *testing.T) {
-	seat, err := OpenSeat(context.Background(), emu.Options{StateDir: t.TempDir(), Arch: "esp8266", HTTPAddr: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer seat.Close()
-	if err := seat.Start(); err != nil {
-		t.Fatal(err)
-	}
+	seat := startSeat(t, emu.Options{StateDir: t.TempDir(), Arch: "esp8266", HTTPAddr: "127.0.0.1:0"})
 	s := Inspect("", seat.Device())
 	if s.Efuses != nil || s.Device.Arch != "esp8266" || !s.Device.Running || len(s.Flash.Map) == 0 || strings.Count(s.Flash.Map, "p") == 0 {
 		t.Fatalf("ESP8266 state: %+v", s.Device)

@@ -4,6 +4,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/mosemu/mosemu/internal/testkit"
 )
 
 func TestProbe(t *testing.T) {
@@ -16,22 +18,11 @@ func TestProbe(t *testing.T) {
 		t.Fatalf("Probe of the embedded broker: %v", err)
 	}
 	// Something that is not a broker: accepts, reads, answers garbage.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Read(make([]byte, 64))
-			c.Write([]byte("HTTP/1.1 400 Bad Request\r\n\r\n"))
-			c.Close()
-		}
-	}()
+	l := testkit.Serve(t, func(c net.Conn) {
+		c.Read(make([]byte, 64))
+		c.Write([]byte("HTTP/1.1 400 Bad Request\r\n\r\n"))
+		c.Close()
+	})
 	if err := Probe(l.Addr().String(), 2*time.Second); err == nil {
 		t.Fatal("Probe took an HTTP server for a broker")
 	}
@@ -54,25 +45,14 @@ func FuzzProbe(f *testing.F) {
 		// the same bytes: a stray connection (another test probing a port
 		// that the kernel has since handed to this listener) cannot take
 		// the reply meant for the probe.
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		go func() {
-			for {
-				c, err := l.Accept()
-				if err != nil {
-					return
-				}
-				go func() {
-					defer c.Close()
-					c.Read(make([]byte, 256))
-					c.Write(reply)
-				}()
-			}
-		}()
-		err = Probe(l.Addr().String(), 2*time.Second)
+		l := testkit.Serve(t, func(c net.Conn) {
+			go func() {
+				defer c.Close()
+				c.Read(make([]byte, 256))
+				c.Write(reply)
+			}()
+		})
+		err := Probe(l.Addr().String(), 2*time.Second)
 		ok := len(reply) >= 4 && reply[0] == 0x20 && reply[1] == 2 && reply[3] == 0
 		if (err == nil) != ok {
 			t.Fatalf("Probe with reply %x: %v", reply, err)

@@ -2,7 +2,6 @@ package rpc
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -13,9 +12,9 @@ import (
 	"net"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 
+	"github.com/mosemu/mosemu/internal/testkit"
 	"github.com/spf13/afero"
 )
 
@@ -101,26 +100,9 @@ func TestHTTPExactBytes(t *testing.T) {
 	}
 }
 
-type bufWriter struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (w *bufWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-func (w *bufWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
-}
-
 func TestUARTStream(t *testing.T) {
 	d := newTestDispatcher()
-	out := &bufWriter{}
+	out := &testkit.SyncBuffer{}
 	u := &UARTChannel{Out: out, Handler: d, Log: d.Log, Info: "UART0"}
 	defer u.Close()
 	u.Feed([]byte("\"\"\"\x04\"\"\"\n\n"))

@@ -1,7 +1,6 @@
 package devtls
 
 import (
-	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -10,7 +9,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/binary"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,13 +16,13 @@ import (
 	"net"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/mosemu/mosemu/atca"
 	atcahost "github.com/mosemu/mosemu/atca/host"
 	"github.com/mosemu/mosemu/emu/i2c"
+	"github.com/mosemu/mosemu/internal/testkit"
 	"github.com/mosemu/mosemu/tls/tls12"
 	"github.com/spf13/afero"
 )
@@ -70,30 +68,10 @@ func chipWithKeys(t testing.TB, keySlots map[int]uint16) (*atcahost.Driver, map[
 	return d, keys
 }
 
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 func atcaServer(t testing.TB, d *atcahost.Driver, k *ecdsa.PrivateKey, keyName string, log *slog.Logger, caFile string, fs afero.Fs) Options {
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "dev"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-	kder, _ := x509.MarshalECPrivateKey(k)
-	afero.WriteFile(fs, "cert.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
-	afero.WriteFile(fs, "key.pem", pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o644)
+	c := testkit.Issue(t, &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "dev"}}, k, nil)
+	afero.WriteFile(fs, "cert.pem", c.CertPEM(), 0o644)
+	afero.WriteFile(fs, "key.pem", c.KeyPEM(), 0o644)
 	return Options{Log: log, ATCABuilt: true, Chip: NewATCAOffload(d, 0x0C, log),
 		ATCA: func(slot int) (crypto.Signer, error) { return atcahost.NewSigner(d, slot, log) }}
 }
@@ -104,7 +82,7 @@ func atcaServer(t testing.TB, d *atcahost.Driver, k *ecdsa.PrivateKey, keyName s
 // certificates are verified by the chip.
 func TestATCAKeyECDHEOnTheChip(t *testing.T) {
 	d, k := chipWithKey(t)
-	var lb logBuf
+	var lb testkit.SyncBuffer
 	log := slog.New(slog.NewTextHandler(&lb, nil))
 	fs := afero.NewMemMapFs()
 	o := atcaServer(t, d, k, "ATCA:0", log, "", fs)
@@ -175,7 +153,7 @@ func TestATCAKeyECDHEOnTheChip(t *testing.T) {
 	hold.Close()
 }
 
-func waitLog(t *testing.T, lb *logBuf, n int, s string) {
+func waitLog(t *testing.T, lb *testkit.SyncBuffer, n int, s string) {
 	t.Helper()
 	for i := 0; i < 200; i++ {
 		if strings.Count(lb.String(), s) >= n {
@@ -229,7 +207,7 @@ func TestStaticECDHUsesSlot0(t *testing.T) {
 		slot int
 		ok   bool
 	}{{0, true}, {1, false}} {
-		var lb logBuf
+		var lb testkit.SyncBuffer
 		log := slog.New(slog.NewTextHandler(&lb, nil))
 		fs := afero.NewMemMapFs()
 		o := atcaServer(t, d, keys[tc.slot], "", log, "", fs)

@@ -1,9 +1,6 @@
 package devtls
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -11,44 +8,30 @@ import (
 	"math/big"
 	"net"
 	"testing"
-	"time"
 
+	"github.com/mosemu/mosemu/internal/testkit"
 	"github.com/spf13/afero"
 )
 
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
+// newCA makes a self-signed P-256 CA certificate.
+func newCA(t *testing.T, name string) *testkit.Cert {
+	return testkit.Issue(t, &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name}, IsCA: true,
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}, nil, nil)
 }
 
-func newCA(t *testing.T, name string) testCA {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name}, IsCA: true,
-		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	c, _ := x509.ParseCertificate(der)
-	return testCA{c, key}
-}
-
-func (ca testCA) serve(t *testing.T) string {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "broker"}, DNSNames: []string{"broker.local"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, _ := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() { c.(*tls.Conn).Handshake(); c.Close() }()
-		}
-	}()
+// serve runs a TLS server on loopback with a certificate for broker.local
+// signed by ca; it handshakes and closes each connection.
+func serve(t *testing.T, ca *testkit.Cert) string {
+	srv := testkit.Issue(t, &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "broker"}, DNSNames: []string{"broker.local"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}, nil, ca)
+	cfg := &tls.Config{Certificates: []tls.Certificate{srv.TLS()}}
+	l := testkit.Serve(t, func(c net.Conn) {
+		go func() {
+			tc := tls.Server(c, cfg)
+			tc.Handshake()
+			tc.Close()
+		}()
+	})
 	return l.Addr().String()
 }
 
@@ -58,9 +41,9 @@ func TestCAOnDemand(t *testing.T) {
 	right := newCA(t, "Right CA")
 	var bundle []byte
 	for i := 0; i < 40; i++ {
-		c := newCA(t, "Unrelated CA").cert
+		c := newCA(t, "Unrelated CA").X509
 		if i == 20 {
-			c = right.cert
+			c = right.X509
 		}
 		bundle = append(bundle, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
 	}
@@ -79,22 +62,22 @@ func TestCAOnDemand(t *testing.T) {
 		}
 		return Dialer(cfg)(raw)
 	}
-	c, err := dial(right.serve(t))
+	c, err := dial(serve(t, right))
 	if err != nil {
 		t.Fatalf("handshake with a server of a CA in the bundle: %v", err)
 	}
 	c.Close()
 	_, free, minFree := ram.Stats()
 	used := free - minFree
-	if free != 200_000 || used != CACost(right.cert.Raw) || used*10 > all {
+	if free != 200_000 || used != CACost(right.X509.Raw) || used*10 > all {
 		t.Fatalf("CA RAM on demand %d bytes (bundle would take %d), free after %d", used, all, free)
 	}
 	t.Logf("CA on demand: %d bytes of RAM; loading the whole bundle: %d bytes", used, all)
-	if _, err := dial(newCA(t, "Stranger CA").serve(t)); err == nil {
+	if _, err := dial(serve(t, newCA(t, "Stranger CA"))); err == nil {
 		t.Fatal("server of an unknown CA accepted")
 	}
 	v := onDemandVerifier(fs, "ca.pem", "other.name", nil)
-	if _, err := tls.Dial("tcp", right.serve(t), &tls.Config{ServerName: "other.name", InsecureSkipVerify: true,
+	if _, err := tls.Dial("tcp", serve(t, right), &tls.Config{ServerName: "other.name", InsecureSkipVerify: true,
 		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error { _, err := v(raw); return err }}); err == nil {
 		t.Fatal("server name mismatch accepted")
 	}

@@ -1,6 +1,7 @@
 package devtls
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -16,24 +17,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mosemu/mosemu/internal/testkit"
 	"github.com/spf13/afero"
 )
 
-func selfSigned(t testing.TB, key any, pub any) []byte {
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "dev"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, pub, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return der
+// selfSigned returns a self-signed certificate for key, in DER.
+func selfSigned(t testing.TB, key crypto.Signer) []byte {
+	return testkit.Issue(t, &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "dev"}}, key, nil).X509.Raw
 }
 
 func TestServerConfigFormats(t *testing.T) {
 	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	rs, _ := rsa.GenerateKey(rand.Reader, 2048)
-	ecDER := selfSigned(t, ec, &ec.PublicKey)
-	rsDER := selfSigned(t, rs, &rs.PublicKey)
+	ecDER := selfSigned(t, ec)
+	rsDER := selfSigned(t, rs)
 	ecKey, _ := x509.MarshalECPrivateKey(ec)
 	rsPKCS8, _ := x509.MarshalPKCS8PrivateKey(rs)
 	pemOf := func(typ string, b []byte) []byte { return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: b}) }
@@ -109,7 +106,7 @@ func TestRAMListenerRefundsOnClose(t *testing.T) {
 // from files, with a software ECDSA P-256 key.
 func BenchmarkHandshake(b *testing.B) {
 	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	der := selfSigned(b, ec, &ec.PublicKey)
+	der := selfSigned(b, ec)
 	kder, _ := x509.MarshalECPrivateKey(ec)
 	fs := afero.NewMemMapFs()
 	afero.WriteFile(fs, "c", der, 0o644)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/mosemu/mosemu/emu"
+	"github.com/mosemu/mosemu/internal/testkit"
 	"github.com/mosemu/mosemu/rpc/client"
 )
 
@@ -121,7 +122,7 @@ func ping(t *testing.T, port string) string {
 func TestSerialLinkAndSharedBroker(t *testing.T) {
 	dir := t.TempDir()
 	state := filepath.Join(dir, "a")
-	broker := freeAddr(t)
+	broker := testkit.FreeAddr(t)
 	a := startMosemuRun(t, "--state", state, "--broker-addr", broker)
 	link := filepath.Join(state, emu.SerialLinkFile)
 	pty, err := os.Readlink(link)
@@ -163,21 +164,10 @@ func TestSerialLinkAndSharedBroker(t *testing.T) {
 
 // TestBrokerAddrTakenByNotABroker: the device says what it did instead.
 func TestBrokerAddrTakenByNotABroker(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Write([]byte("SSH-2.0-OpenSSH\r\n"))
-			c.Close()
-		}
-	}()
+	l := testkit.Serve(t, func(c net.Conn) {
+		c.Write([]byte("SSH-2.0-OpenSSH\r\n"))
+		c.Close()
+	})
 	d := startMosemuRun(t, "--state", t.TempDir(), "--broker-addr", l.Addr().String())
 	if !strings.Contains(d.banner, l.Addr().String()+" is taken by something that is not an MQTT broker") {
 		t.Fatalf("banner does not say the broker address was taken:\n%s", d.banner)

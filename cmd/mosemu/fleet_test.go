@@ -7,10 +7,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -19,50 +17,10 @@ import (
 	"time"
 
 	"github.com/mosemu/mosemu/emu/fleet"
+	"github.com/mosemu/mosemu/internal/testkit"
 	"github.com/mosemu/mosemu/mqtt"
 	"github.com/mosemu/mosemu/rpc/client"
 )
-
-// startMosquitto runs a real mosquitto on a free loopback port. Outside CI
-// a missing mosquitto skips the test; in CI it fails it.
-func startMosquitto(t *testing.T) string {
-	t.Helper()
-	bin, err := exec.LookPath("mosquitto")
-	if err != nil {
-		bin = "/usr/sbin/mosquitto"
-	}
-	if _, err := os.Stat(bin); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("mosquitto is not installed (.ci/deps.sh installs it)")
-		}
-		t.Skip("mosquitto not installed: apt-get install mosquitto")
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	name := "root"
-	if u, err := user.Current(); err == nil {
-		name = u.Username
-	}
-	_, port, _ := net.SplitHostPort(addr)
-	conf := filepath.Join(t.TempDir(), "mosquitto.conf")
-	os.WriteFile(conf, []byte(fmt.Sprintf("user %s\nlistener %s 127.0.0.1\nallow_anonymous true\n", name, port)), 0o644)
-	cmd := exec.Command(bin, "-c", conf)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			break
-		}
-	}
-	return addr
-}
 
 // fleetProc is a running `mosemu fleet`.
 type fleetProc struct {
@@ -148,7 +106,7 @@ func getInfo(t *testing.T, url string) (id, mac string) {
 // TestShardedFleetsOnMosquitto runs a fleet as two processes sharing one
 // real mosquitto and reaches a device of each shard over MQTT and WS.
 func TestShardedFleetsOnMosquitto(t *testing.T) {
-	broker := startMosquitto(t)
+	broker := fmt.Sprintf("127.0.0.1:%d", testkit.StartMosquitto(t, ""))
 	bin := buildMosemu(t)
 	shards := []*fleetProc{
 		startFleetProc(t, bin, "--count", "6", "--shard", "0/2", "--external-broker", broker),

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mosemu/mosemu/internal/moscli"
+	"github.com/mosemu/mosemu/internal/testkit"
 	"github.com/mosemu/mosemu/rpc/client"
 )
 
@@ -35,7 +36,7 @@ func TestFWBundleESP8266OTA(t *testing.T) {
 		}
 		return out
 	}
-	d := startMosemuRun(t, "--arch", "esp8266", "--state", filepath.Join(dir, "dev"), "--broker-addr", freeAddr(t))
+	d := startMosemuRun(t, "--arch", "esp8266", "--state", filepath.Join(dir, "dev"), "--broker-addr", testkit.FreeAddr(t))
 	ws := regexp.MustCompile(`ws://127\.0\.0\.1:\d+/rpc`).FindString(d.banner)
 	if ws == "" {
 		t.Fatalf("no ws:// address in the banner:\n%s", d.banner)

@@ -48,19 +48,17 @@ import (
 	"context"
 	"fmt"
 	"io/fs"
-	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/mosemu/mosemu/internal/moscli"
+	"github.com/mosemu/mosemu/internal/testkit"
 )
 
 // mosStandInEnv makes the test binary act as `mos`, and mosemuEnv as
@@ -165,28 +163,11 @@ var (
 type server struct {
 	cmd   *exec.Cmd
 	text  string
-	out   *syncBuffer
+	out   *testkit.SyncBuffer
 	state string
 	done  chan struct{}
 	// findings counts the findings already matched to README lines.
 	findings map[string]int
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // stop sends SIGINT to the server's process group (Ctrl-C) and waits.
@@ -212,11 +193,7 @@ func TestREADME(t *testing.T) {
 	}
 	for _, tool := range []string{"bash", "make", "go", "curl", "md5sum"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s is not installed (.ci/deps.sh installs the peers)", tool)
-			}
-			fmt.Fprintf(os.Stderr, "TestREADME: SKIP: README commands need %s, which is not installed\n", tool)
-			t.Skipf("README commands need %s, which is not installed", tool)
+			testkit.MissingPeer(t, "README commands need %s, which is not installed", tool)
 		}
 	}
 	root, err := filepath.Abs(filepath.Join("..", ".."))
@@ -255,7 +232,7 @@ func TestREADME(t *testing.T) {
 	ports := map[string]string{}
 	mapPort := func(p string) string {
 		if _, ok := ports[p]; !ok {
-			ports[p] = freeAddr(t)
+			ports[p] = testkit.FreeAddr(t)
 			t.Logf("127.0.0.1:%s in the README stands for %s here", p, ports[p])
 		}
 		return ports[p]
@@ -391,7 +368,7 @@ func runShell(dir string, env []string, prelude, text string) ([]byte, error) {
 // startServer starts a long-running README command and waits for its banner.
 func startServer(t *testing.T, dir string, env []string, prelude, text, where string) *server {
 	t.Helper()
-	s := &server{text: text, out: &syncBuffer{}, done: make(chan struct{}), state: "state/default", findings: map[string]int{}}
+	s := &server{text: text, out: &testkit.SyncBuffer{}, done: make(chan struct{}), state: "state/default", findings: map[string]int{}}
 	if m := stateFlag.FindStringSubmatch(text); m != nil {
 		s.state = m[1]
 	} else if m := makeStateVar.FindStringSubmatch(text); m != nil {
@@ -431,23 +408,6 @@ func startServer(t *testing.T, dir string, env []string, prelude, text, where st
 		t.Fatalf("%s\n    the device did not boot:\n%s", where, s.out.String())
 	}
 	return s
-}
-
-// freeAddr returns a loopback address with a port nobody listens on now.
-// The port is below Linux's ephemeral range (32768-60999), so that no
-// outgoing connection of another process takes it before the device under
-// test binds it (a port from Listen(":0") is in that range).
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	for range 200 {
-		addr := fmt.Sprintf("127.0.0.1:%d", 22000+rand.IntN(10000))
-		if l, err := net.Listen("tcp", addr); err == nil {
-			l.Close()
-			return addr
-		}
-	}
-	t.Fatal("no free loopback port in 22000-31999")
-	return ""
 }
 
 // copyTree copies the repository as a fresh clone would have it: without

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/mosemu/mosemu/internal/testkit"
 	"github.com/mosemu/mosemu/mqtt"
 )
 
@@ -130,7 +131,7 @@ func TestFleetFileDescriptors(t *testing.T) {
 
 func TestFleetManifestAndConsole(t *testing.T) {
 	b := startBroker(t, mqtt.BrokerOptions{})
-	cw := &syncBuffer{}
+	cw := &testkit.SyncBuffer{}
 	dir := t.TempDir()
 	f := startFleet(t, Options{Count: 3, First: 41, Broker: b, StateDir: dir, Console: cw})
 	path := filepath.Join(dir, "fleet.json")

@@ -7,34 +7,16 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/mosemu/mosemu/emu"
+	"github.com/mosemu/mosemu/internal/testkit"
 	"github.com/mosemu/mosemu/mqtt"
 	"github.com/mosemu/mosemu/rpc"
 	"github.com/mosemu/mosemu/rpc/client"
 )
-
-// syncBuffer is a console sink safe for concurrent writes and reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // mqttCall publishes one request frame to <id>/rpc as mos does and waits
 // for the reply on the src topic.
@@ -67,10 +49,10 @@ func TestPanickingHandlerCrashesOnlyItsDevice(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	consoles := make([]*syncBuffer, 3)
+	consoles := make([]*testkit.SyncBuffer, 3)
 	f, err := Start(context.Background(), Options{Count: 3, StateDir: t.TempDir(), BrokerAddr: b.Addr(),
 		Customize: func(i int, o *emu.Options) {
-			consoles[i] = &syncBuffer{}
+			consoles[i] = &testkit.SyncBuffer{}
 			o.Console = consoles[i]
 			o.Serial = i == 0
 			o.Services = func(r rpc.Registrar) {

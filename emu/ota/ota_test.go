@@ -11,12 +11,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/mosemu/mosemu/emu/flash"
+	"github.com/mosemu/mosemu/internal/testkit"
 )
 
 func TestOTASeqCRC(t *testing.T) {
@@ -83,20 +83,13 @@ func (s *recSink) FileEnd(fi FileInfo) error {
 	return nil
 }
 
+// storedZip is a firmware zip of the files (name, content) in folder fw/.
 func storedZip(t testing.TB, files ...[2]string) []byte {
-	var buf bytes.Buffer
-	zw := zip.NewWriter(&buf)
+	var entries []testkit.ZipFile
 	for _, f := range files {
-		d := []byte(f[1])
-		w, err := zw.CreateRaw(&zip.FileHeader{Name: "fw/" + f[0], Method: zip.Store, CRC32: crc32.ChecksumIEEE(d),
-			CompressedSize64: uint64(len(d)), UncompressedSize64: uint64(len(d))})
-		if err != nil {
-			t.Fatal(err)
-		}
-		w.Write(d)
+		entries = append(entries, testkit.ZipFile{Name: "fw/" + f[0], Data: []byte(f[1])})
 	}
-	zw.Close()
-	return buf.Bytes()
+	return testkit.StoredZip(t, entries...)
 }
 
 const testManifest = `{"name":"x","platform":"esp32","version":"2.0","build_id":"b","parts":{"app":{"src":"app.bin","cs_sha1":"x"}}}`
@@ -219,19 +212,15 @@ func TestWriteBundleReads(t *testing.T) {
 // logs "Get NAME instead of manifest.json" and sets no status message.
 func TestReaderManifestPosition(t *testing.T) {
 	zipOf := func(names ...string) []byte {
-		var buf bytes.Buffer
-		zw := zip.NewWriter(&buf)
+		var files []testkit.ZipFile
 		for _, n := range names {
 			d := []byte("data")
 			if strings.HasSuffix(n, "manifest.json") {
 				d = []byte(testManifest)
 			}
-			w, _ := zw.CreateRaw(&zip.FileHeader{Name: n, Method: zip.Store, CRC32: crc32.ChecksumIEEE(d),
-				CompressedSize64: uint64(len(d)), UncompressedSize64: uint64(len(d))})
-			w.Write(d)
+			files = append(files, testkit.ZipFile{Name: n, Data: d})
 		}
-		zw.Close()
-		return buf.Bytes()
+		return testkit.StoredZip(t, files...)
 	}
 	for _, tc := range []struct {
 		names []string

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mosemu/mosemu/internal/testkit"
 )
 
 func openHost(t *testing.T, p *Port) *os.File {
@@ -34,9 +36,8 @@ func TestPortRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	var mu sync.Mutex
-	var got bytes.Buffer
-	p.SetConsumer(func(b []byte) { mu.Lock(); got.Write(b); mu.Unlock() })
+	var got testkit.SyncBuffer
+	p.SetConsumer(func(b []byte) { got.Write(b) })
 	p.SetSoftwareFlowControl(true)
 	host := openHost(t, p)
 
@@ -49,10 +50,7 @@ func TestPortRoundTrip(t *testing.T) {
 	}
 	deadline := time.Now().Add(2 * time.Second)
 	for time.Now().Before(deadline) {
-		mu.Lock()
-		s := got.String()
-		mu.Unlock()
-		if s == "hello world" {
+		if got.String() == "hello world" {
 			return
 		}
 		time.Sleep(5 * time.Millisecond)

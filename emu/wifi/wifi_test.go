@@ -1,38 +1,21 @@
 package wifi
 
 import (
-	"bytes"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/mosemu/mosemu/internal/testkit"
 )
-
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 var fast = &Timing{Scan: time.Millisecond, Connect: time.Millisecond, DHCP: time.Millisecond, Retry: time.Millisecond}
 
-func station(t *testing.T, cfg Config, aps []AP) (*Station, *logBuf) {
+func station(t *testing.T, cfg Config, aps []AP) (*Station, *testkit.SyncBuffer) {
 	t.Helper()
-	var lb logBuf
+	var lb testkit.SyncBuffer
 	log := slog.New(slog.NewTextHandler(&lb, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	s := Start(cfg, aps, [6]byte{0x24, 0x0a, 0xc4, 1, 2, 3}, log, fast)
 	t.Cleanup(s.Stop)

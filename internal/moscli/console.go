@@ -2,7 +2,6 @@ package moscli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/url"
@@ -17,11 +16,8 @@ import (
 
 // console does what mos console does until interrupted: over mqtt:// it
 // subscribes to TOPIC/log and prints each message; on a serial port it
-// prints what the device writes.
-func (c *cli) console(args []string) error {
-	if len(args) != 0 {
-		return errors.New("usage: console")
-	}
+// prints what the device writes. It ignores the command's timeout.
+func (c *cli) console(context.Context, cmdline) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	u, err := url.Parse(c.port)

@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -38,45 +39,91 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// known lists the commands the stand-in knows, for its error messages.
+const known = "call, ls, get, put, rm, config-get, config-set, ota, wifi, console"
+
 type cli struct {
 	port, creds string
 	timeout     time.Duration
 	out, log    io.Writer
 }
 
-func run(args []string, stdout, stderr io.Writer) error {
-	c := &cli{timeout: 20 * time.Second, out: stdout, log: stderr}
-	var rest []string
-	for i := 0; i < len(args); i++ {
-		a := args[i]
+// cmdline is a command line split by parseArgs.
+type cmdline struct {
+	opts map[string]string // the options given; a switch maps to ""
+	args []string          // the other arguments, in order
+}
+
+// parseArgs splits argv into the options named in valued, which take a
+// value (--name=value or --name value), the switches named in switches,
+// and the other arguments, kept in order: an option it is not told about
+// is an other argument, left to the command to make sense of.
+func parseArgs(argv, valued, switches []string) (cmdline, error) {
+	l := cmdline{opts: map[string]string{}}
+	for i := 0; i < len(argv); i++ {
+		a := argv[i]
 		name, val, hasVal := strings.Cut(a, "=")
-		switch name {
-		case "--port", "--rpc-creds", "--timeout":
+		switch {
+		case slices.Contains(switches, a):
+			l.opts[a] = ""
+		case slices.Contains(valued, name):
 			if !hasVal {
-				if i+1 >= len(args) {
-					return fmt.Errorf("%s needs a value", name)
+				if i+1 >= len(argv) {
+					return l, fmt.Errorf("%s needs a value", name)
 				}
 				i++
-				val = args[i]
+				val = argv[i]
 			}
-			switch name {
-			case "--port":
-				c.port = val
-			case "--rpc-creds":
-				c.creds = val
-			case "--timeout":
-				d, err := time.ParseDuration(val)
-				if err != nil {
-					return fmt.Errorf("--timeout: %w", err)
-				}
-				c.timeout = d
-			}
+			l.opts[name] = val
 		default:
-			rest = append(rest, a)
+			l.args = append(l.args, a)
 		}
 	}
-	if len(rest) == 0 {
-		return errors.New("no command (this stand-in knows call, ls, get, put, rm, config-get, config-set, ota, wifi, console)")
+	return l, nil
+}
+
+// command is one mos command of the stand-in.
+type command struct {
+	usage    string // shown when the number of arguments is wrong
+	min, max int    // the number of other arguments; max -1: no limit
+	valued   []string
+	switches []string
+	run      func(context.Context, cmdline) error
+}
+
+// commands returns the commands c runs, by name.
+func (c *cli) commands() map[string]command {
+	return map[string]command{
+		"call":       {usage: "call METHOD [ARGS_JSON]", min: 1, max: 2, run: c.call},
+		"ls":         {usage: "ls [-l] [PATH]", max: -1, switches: []string{"-l"}, run: c.ls},
+		"get":        {usage: "get FILENAME", min: 1, max: 1, run: c.get},
+		"put":        {usage: "put LOCAL [REMOTE]", min: 1, max: 2, run: c.put},
+		"rm":         {usage: "rm FILENAME", min: 1, max: 1, run: c.rm},
+		"config-get": {usage: "config-get [KEY]", max: 1, run: c.configGet},
+		"config-set": {usage: "config-set KEY=VALUE [KEY=VALUE]", min: 1, max: -1, switches: []string{"--no-reboot", "--no-save"}, run: c.configSet},
+		"ota":        {usage: "ota FW.ZIP [--commit-timeout SECONDS]", min: 1, max: 1, valued: []string{"--commit-timeout"}, run: c.ota},
+		"console":    {usage: "console", run: c.console},
+		"wifi": {usage: "wifi SSID PASSWORD", min: 2, max: 2, run: func(ctx context.Context, l cmdline) error {
+			// mos wifi SSID PASS is this config-set
+			return c.configSet(ctx, cmdline{args: []string{"wifi.ap.enable=false", "wifi.sta.enable=true", "wifi.sta.ssid=" + l.args[0], "wifi.sta.pass=" + l.args[1]}})
+		}},
+	}
+}
+
+func run(argv []string, stdout, stderr io.Writer) error {
+	c := &cli{timeout: 20 * time.Second, out: stdout, log: stderr}
+	global, err := parseArgs(argv, []string{"--port", "--rpc-creds", "--timeout"}, nil)
+	if err != nil {
+		return err
+	}
+	c.port, c.creds = global.opts["--port"], global.opts["--rpc-creds"]
+	if v, ok := global.opts["--timeout"]; ok {
+		if c.timeout, err = time.ParseDuration(v); err != nil {
+			return fmt.Errorf("--timeout: %w", err)
+		}
+	}
+	if len(global.args) == 0 {
+		return errors.New("no command (this stand-in knows " + known + ")")
 	}
 	if c.port == "" {
 		c.port = os.Getenv("MOS_PORT")
@@ -94,35 +141,21 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if c.creds != "" && !strings.Contains(c.creds, ":") {
 		return errors.New("--rpc-creds must be user:pass")
 	}
+	name := global.args[0]
+	cmd, ok := c.commands()[name]
+	if !ok {
+		return fmt.Errorf("unknown command %q (this stand-in knows %s)", name, known)
+	}
+	l, err := parseArgs(global.args[1:], cmd.valued, cmd.switches)
+	if err != nil {
+		return err
+	}
+	if len(l.args) < cmd.min || cmd.max >= 0 && len(l.args) > cmd.max {
+		return errors.New("usage: " + cmd.usage)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
-	cmd, args := rest[0], rest[1:]
-	switch cmd {
-	case "call":
-		return c.call(ctx, args)
-	case "ls":
-		return c.ls(ctx, args)
-	case "get":
-		return c.get(ctx, args)
-	case "put":
-		return c.put(ctx, args)
-	case "rm":
-		return c.rm(ctx, args)
-	case "config-get":
-		return c.configGet(ctx, args)
-	case "config-set":
-		return c.configSet(ctx, args)
-	case "ota":
-		return c.ota(ctx, args)
-	case "console":
-		return c.console(args)
-	case "wifi": // mos wifi SSID PASS is this config-set
-		if len(args) != 2 {
-			return errors.New("usage: wifi SSID PASSWORD")
-		}
-		return c.configSet(ctx, []string{"wifi.ap.enable=false", "wifi.sta.enable=true", "wifi.sta.ssid=" + args[0], "wifi.sta.pass=" + args[1]})
-	}
-	return fmt.Errorf("unknown command %q (this stand-in knows call, ls, get, put, rm, config-get, config-set, ota, wifi, console)", cmd)
+	return cmd.run(ctx, l)
 }
 
 func (c *cli) dial(ctx context.Context) (*client.Client, error) {
@@ -153,10 +186,8 @@ func (c *cli) printJSON(raw json.RawMessage) error {
 	return err
 }
 
-func (c *cli) call(ctx context.Context, args []string) error {
-	if len(args) < 1 || len(args) > 2 {
-		return errors.New("usage: call METHOD [ARGS_JSON]")
-	}
+func (c *cli) call(ctx context.Context, l cmdline) error {
+	args := l.args
 	var params any
 	if len(args) == 2 {
 		if !json.Valid([]byte(args[1])) {
@@ -186,14 +217,11 @@ func retry(ctx context.Context, f func() (json.RawMessage, error)) (json.RawMess
 	return nil, err
 }
 
-func (c *cli) ls(ctx context.Context, args []string) error {
-	long := len(args) > 0 && args[0] == "-l"
-	if long {
-		args = args[1:]
-	}
+func (c *cli) ls(ctx context.Context, l cmdline) error {
+	_, long := l.opts["-l"]
 	path := ""
-	if len(args) > 0 {
-		path = args[0]
+	if len(l.args) > 0 {
+		path = l.args[0]
 	}
 	params := map[string]any{}
 	if path != "" {
@@ -230,17 +258,14 @@ func (c *cli) ls(ctx context.Context, args []string) error {
 	return nil
 }
 
-func (c *cli) get(ctx context.Context, args []string) error {
-	if len(args) != 1 {
-		return errors.New("usage: get FILENAME")
-	}
+func (c *cli) get(ctx context.Context, l cmdline) error {
 	cl, err := c.dial(ctx)
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
 	for off := 0; ; {
-		res, err := cl.Call(ctx, "FS.Get", map[string]any{"filename": args[0], "offset": off, "len": putChunk})
+		res, err := cl.Call(ctx, "FS.Get", map[string]any{"filename": l.args[0], "offset": off, "len": putChunk})
 		if err != nil {
 			return err
 		}
@@ -263,10 +288,8 @@ func (c *cli) get(ctx context.Context, args []string) error {
 	}
 }
 
-func (c *cli) put(ctx context.Context, args []string) error {
-	if len(args) < 1 || len(args) > 2 {
-		return errors.New("usage: put LOCAL [REMOTE]")
-	}
+func (c *cli) put(ctx context.Context, l cmdline) error {
+	args := l.args
 	data, err := os.ReadFile(args[0])
 	if err != nil {
 		return err
@@ -294,18 +317,13 @@ func (c *cli) put(ctx context.Context, args []string) error {
 	return nil
 }
 
-func (c *cli) rm(ctx context.Context, args []string) error {
-	if len(args) != 1 {
-		return errors.New("usage: rm FILENAME")
-	}
-	_, err := c.do(ctx, "FS.Remove", map[string]any{"filename": args[0]})
+func (c *cli) rm(ctx context.Context, l cmdline) error {
+	_, err := c.do(ctx, "FS.Remove", map[string]any{"filename": l.args[0]})
 	return err
 }
 
-func (c *cli) configGet(ctx context.Context, args []string) error {
-	if len(args) > 1 {
-		return errors.New("usage: config-get [KEY]")
-	}
+func (c *cli) configGet(ctx context.Context, l cmdline) error {
+	args := l.args
 	cl, err := c.dial(ctx)
 	if err != nil {
 		return err
@@ -347,22 +365,10 @@ func (c *cli) configGet(ctx context.Context, args []string) error {
 // the firmware is too old to save in Config.Set). Where mos sleeps 200 ms
 // and leaves the pause before the next command to its user, the stand-in
 // waits until the device is back.
-func (c *cli) configSet(ctx context.Context, args []string) error {
-	save, reboot := true, true
-	var kvs []string
-	for _, a := range args {
-		switch a {
-		case "--no-reboot":
-			reboot = false
-		case "--no-save":
-			save = false
-		default:
-			kvs = append(kvs, a)
-		}
-	}
-	if len(kvs) == 0 {
-		return errors.New("usage: config-set KEY=VALUE [KEY=VALUE]")
-	}
+func (c *cli) configSet(ctx context.Context, l cmdline) error {
+	_, noReboot := l.opts["--no-reboot"]
+	_, noSave := l.opts["--no-save"]
+	save, reboot := !noSave, !noReboot
 	cl, err := c.dial(ctx)
 	if err != nil {
 		return err
@@ -378,7 +384,7 @@ func (c *cli) configSet(ctx context.Context, args []string) error {
 		return fmt.Errorf("bad Config.Get result: %w", err)
 	}
 	update := map[string]any{}
-	for _, kv := range kvs {
+	for _, kv := range l.args {
 		key, val, ok := strings.Cut(kv, "=")
 		if !ok {
 			return fmt.Errorf("%q: want KEY=VALUE", kv)
@@ -428,26 +434,16 @@ func (c *cli) configSet(ctx context.Context, args []string) error {
 // OTA.Begin with the size, OTA.Write in 512-byte chunks (3 tries each,
 // then OTA.End and the error), OTA.End; then, as a user would, it waits for the device to reboot into
 // the update.
-func (c *cli) ota(ctx context.Context, args []string) error {
+func (c *cli) ota(ctx context.Context, l cmdline) error {
 	commitTimeout := 300
-	var files []string
-	for i := 0; i < len(args); i++ {
-		switch a := args[i]; {
-		case a == "--commit-timeout" && i+1 < len(args):
-			i++
-			n, err := strconv.Atoi(args[i])
-			if err != nil {
-				return fmt.Errorf("--commit-timeout: %w", err)
-			}
-			commitTimeout = n
-		default:
-			files = append(files, a)
+	if v, ok := l.opts["--commit-timeout"]; ok {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("--commit-timeout: %w", err)
 		}
+		commitTimeout = n
 	}
-	if len(files) != 1 {
-		return errors.New("usage: ota FW.ZIP [--commit-timeout SECONDS]")
-	}
-	data, err := os.ReadFile(files[0])
+	data, err := os.ReadFile(l.args[0])
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -74,5 +75,50 @@ func TestTyped(t *testing.T) {
 		if (err == nil) != tc.ok || (tc.ok && got != tc.want) {
 			t.Errorf("typed(%v, %q) = %v, %v", tc.old, tc.val, got, err)
 		}
+	}
+}
+
+// TestArguments: the errors of a malformed command line, found before the
+// stand-in dials the device (the port below has nobody listening).
+func TestArguments(t *testing.T) {
+	const port = "ws://127.0.0.1:1/rpc"
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--port", port}, "no command (this stand-in knows call, ls,"},
+		{[]string{"call"}, "--port is required"},
+		{[]string{"call", "--port"}, "--port needs a value"},
+		{[]string{"--port=" + port, "--timeout", "soon", "call", "X"}, "--timeout: "},
+		{[]string{"--port", port, "--rpc-creds", "nocolon", "call", "X"}, "--rpc-creds must be user:pass"},
+		{[]string{"--port", port, "info"}, `unknown command "info"`},
+		{[]string{"--port", port, "call"}, "usage: call METHOD [ARGS_JSON]"},
+		{[]string{"call", "A", "{}", "extra", "--port", port}, "usage: call METHOD [ARGS_JSON]"},
+		{[]string{"--port", port, "get"}, "usage: get FILENAME"},
+		{[]string{"--port", port, "put", "a", "b", "c"}, "usage: put LOCAL [REMOTE]"},
+		{[]string{"--port", port, "rm", "a", "b"}, "usage: rm FILENAME"},
+		{[]string{"--port", port, "config-get", "a", "b"}, "usage: config-get [KEY]"},
+		{[]string{"--port", port, "config-set", "--no-reboot", "--no-save"}, "usage: config-set KEY=VALUE"},
+		{[]string{"--port", port, "wifi", "ssid"}, "usage: wifi SSID PASSWORD"},
+		{[]string{"--port", port, "console", "x"}, "usage: console"},
+		{[]string{"--port", port, "ota"}, "usage: ota FW.ZIP"},
+		{[]string{"--port", port, "ota", "a.zip", "b.zip"}, "usage: ota FW.ZIP"},
+		{[]string{"--port", port, "ota", "a.zip", "--commit-timeout"}, "--commit-timeout needs a value"},
+		{[]string{"--port", port, "ota", "--commit-timeout", "soon", "a.zip"}, "--commit-timeout: "},
+		{[]string{"--port", port, "ota", "--commit-timeout=30", "missing.zip"}, "missing.zip"},
+	} {
+		var out, errOut bytes.Buffer
+		if rc := Main(tc.args, &out, &errOut); rc != 1 || !strings.Contains(errOut.String(), tc.want) {
+			t.Errorf("mos %s = %d, stderr %q, want %q", strings.Join(tc.args, " "), rc, errOut.String(), tc.want)
+		}
+	}
+}
+
+func TestParseArgs(t *testing.T) {
+	l, err := parseArgs([]string{"-l", "--port=p", "x", "--timeout", "1s", "--no-save", "k=v", "--other"},
+		[]string{"--port", "--timeout"}, []string{"-l", "--no-save"})
+	want := cmdline{opts: map[string]string{"-l": "", "--port": "p", "--timeout": "1s", "--no-save": ""}, args: []string{"x", "k=v", "--other"}}
+	if err != nil || !reflect.DeepEqual(l, want) {
+		t.Errorf("parseArgs = %+v, %v; want %+v", l, err, want)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/rsa"
-	"crypto/subtle"
 	"crypto/x509"
 	"encoding/binary"
 	"errors"
@@ -261,29 +260,10 @@ func (c *Conn) clientHandshake() error {
 	}
 
 	cKey, sKey, cMAC, sMAC, cIV, sIV := keys(st, master, ch.random, sh.random)
-	if err := c.writeRecord(recordCCS, []byte{1}); err != nil {
+	if err := c.sendFinished(st, master, cKey, cMAC, cIV, etm, "client finished"); err != nil {
 		return err
 	}
-	c.outMu.Lock()
-	c.out.setKeys(st, cKey, cMAC, cIV, etm)
-	c.outMu.Unlock()
-	fin := finished(master, "client finished", c.transcript.Bytes())
-	if err := c.writeHandshake(handshakeMsg(hsFinished, func(b *cryptobyte.Builder) { b.AddBytes(fin) })); err != nil {
-		return err
-	}
-	if err := c.readCCS(); err != nil {
-		return err
-	}
-	c.in.setKeys(st, sKey, sMAC, sIV, etm)
-	want := finished(master, "server finished", c.transcript.Bytes())
-	m, err = c.readHandshake(hsFinished)
-	if err != nil {
-		return err
-	}
-	if len(m) != 16 || subtle.ConstantTimeCompare(m[4:], want) != 1 {
-		return alertf(alertDecodeError, "bad server Finished")
-	}
-	return nil
+	return c.readFinished(st, master, sKey, sMAC, sIV, etm, "server finished")
 }
 
 func isEC(pub crypto.PublicKey) bool {

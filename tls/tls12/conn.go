@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ecdsa"
 	"crypto/rand"
+	"crypto/subtle"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -12,6 +13,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"golang.org/x/crypto/cryptobyte"
 )
 
 // Config configures a client or server. Zero values are mbedTLS's as the
@@ -487,3 +490,34 @@ func (c *Conn) SetWriteDeadline(t time.Time) error { return c.conn.SetWriteDeadl
 
 // NetConn returns the underlying connection.
 func (c *Conn) NetConn() net.Conn { return c.conn }
+
+// sendFinished sends ChangeCipherSpec, protects what follows with the new
+// keys and sends Finished (label: "client finished" or "server finished").
+func (c *Conn) sendFinished(st *suite, master, key, mac, iv []byte, etm bool, label string) error {
+	if err := c.writeRecord(recordCCS, []byte{1}); err != nil {
+		return err
+	}
+	c.outMu.Lock()
+	c.out.setKeys(st, key, mac, iv, etm)
+	c.outMu.Unlock()
+	fin := finished(master, label, c.transcript.Bytes())
+	return c.writeHandshake(handshakeMsg(hsFinished, func(b *cryptobyte.Builder) { b.AddBytes(fin) }))
+}
+
+// readFinished reads the peer's ChangeCipherSpec, opens what follows with
+// the new keys and checks its Finished.
+func (c *Conn) readFinished(st *suite, master, key, mac, iv []byte, etm bool, label string) error {
+	if err := c.readCCS(); err != nil {
+		return err
+	}
+	c.in.setKeys(st, key, mac, iv, etm)
+	want := finished(master, label, c.transcript.Bytes())
+	m, err := c.readHandshake(hsFinished)
+	if err != nil {
+		return err
+	}
+	if len(m) != 16 || subtle.ConstantTimeCompare(m[4:], want) != 1 {
+		return alertf(alertDecodeError, "bad %s", label)
+	}
+	return nil
+}

@@ -122,23 +122,14 @@ func parseClientHello(raw []byte) (*clientHello, bool) {
 			m.secureReneg = true
 		}
 	}
-	if s.Empty() {
-		return m, true
-	}
-	var exts cryptobyte.String
-	if !s.ReadUint16LengthPrefixed(&exts) || !s.Empty() {
+	exts, ok := readExtensions(s)
+	if !ok {
 		return nil, false
 	}
-	seen := map[uint16]bool{}
-	for !exts.Empty() {
-		var typ uint16
-		var data cryptobyte.String
-		if !exts.ReadUint16(&typ) || !exts.ReadUint16LengthPrefixed(&data) || seen[typ] {
-			return nil, false
-		}
-		seen[typ] = true
-		m.exts = append(m.exts, extension{typ, data})
-		switch typ {
+	m.exts = exts
+	for _, e := range exts {
+		data := cryptobyte.String(e.data)
+		switch e.typ {
 		case extServerName:
 			var list cryptobyte.String
 			if !data.ReadUint16LengthPrefixed(&list) {
@@ -214,6 +205,30 @@ func parseClientHello(raw []byte) (*clientHello, bool) {
 	return m, true
 }
 
+// readExtensions reads a hello's optional extension block (what is left
+// of s); a block with trailing bytes or an extension twice is malformed.
+func readExtensions(s cryptobyte.String) ([]extension, bool) {
+	if s.Empty() {
+		return nil, true
+	}
+	var block cryptobyte.String
+	if !s.ReadUint16LengthPrefixed(&block) || !s.Empty() {
+		return nil, false
+	}
+	var exts []extension
+	seen := map[uint16]bool{}
+	for !block.Empty() {
+		var typ uint16
+		var data cryptobyte.String
+		if !block.ReadUint16(&typ) || !block.ReadUint16LengthPrefixed(&data) || seen[typ] {
+			return nil, false
+		}
+		seen[typ] = true
+		exts = append(exts, extension{typ, data})
+	}
+	return exts, true
+}
+
 type serverHello struct {
 	version   uint16
 	random    []byte
@@ -249,21 +264,14 @@ func parseServerHello(raw []byte) (*serverHello, bool) {
 		return nil, false
 	}
 	m.sessionID = sid
-	if s.Empty() {
-		return m, true
-	}
-	var exts cryptobyte.String
-	if !s.ReadUint16LengthPrefixed(&exts) || !s.Empty() {
+	exts, ok := readExtensions(s)
+	if !ok {
 		return nil, false
 	}
-	for !exts.Empty() {
-		var typ uint16
-		var data cryptobyte.String
-		if !exts.ReadUint16(&typ) || !exts.ReadUint16LengthPrefixed(&data) {
-			return nil, false
-		}
-		m.exts = append(m.exts, extension{typ, data})
-		switch typ {
+	m.exts = exts
+	for _, e := range exts {
+		data := e.data
+		switch e.typ {
 		case extEtM:
 			m.etm = true
 		case extEMS:

@@ -10,19 +10,9 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-func needOpenSSL(t *testing.T) string {
-	t.Helper()
-	p, err := exec.LookPath("openssl")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("openssl is not installed (.ci/deps.sh installs it)")
-		}
-		t.Skip("openssl not installed")
-	}
-	return p
-}
+	"github.com/mosemu/mosemu/internal/testkit"
+)
 
 func writePEM(t *testing.T, dir, name string, c *testCert) (certFile, keyFile string) {
 	t.Helper()
@@ -40,29 +30,18 @@ func writePEM(t *testing.T, dir, name string, c *testCert) (certFile, keyFile st
 // echoing one line.
 func serveOnce(t *testing.T, cfg *Config) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
+	l := testkit.Serve(t, func(c net.Conn) {
+		go func() {
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			s := Server(c, cfg)
+			defer s.Close()
+			buf := make([]byte, 1024)
+			n, err := s.Read(buf)
+			if err == nil {
+				s.Write(buf[:n])
 			}
-			go func() {
-				c.SetDeadline(time.Now().Add(10 * time.Second))
-				s := Server(c, cfg)
-				defer s.Close()
-				buf := make([]byte, 1024)
-				n, err := s.Read(buf)
-				if err == nil {
-					s.Write(buf[:n])
-				}
-			}()
-		}
-	}()
+		}()
+	})
 	return l.Addr().String()
 }
 
@@ -70,7 +49,7 @@ func serveOnce(t *testing.T, cfg *Config) string {
 // suite, encrypt-then-MAC and extended master secret as openssl reports
 // them, DHE, and client certificates.
 func TestOpenSSLClient(t *testing.T) {
-	openssl := needOpenSSL(t)
+	openssl := testkit.NeedTool(t, "", "openssl")
 	dir := t.TempDir()
 	ca := issue(t, "CA", nil, false, true)
 	ecSrv := issue(t, "device.local", ca, false, false)
@@ -131,7 +110,7 @@ func TestOpenSSLClient(t *testing.T) {
 // and a CBC handshake with encrypt-then-MAC ends in bad_record_mac as with
 // the fork (openssl receives the server's Finished with a garbage MAC).
 func TestOpenSSLSeesEMSAndEtM(t *testing.T) {
-	openssl := needOpenSSL(t)
+	openssl := testkit.NeedTool(t, "", "openssl")
 	ecSrv := issue(t, "device.local", nil, false, false)
 	states := make(chan ConnectionState, 1)
 	l, err := net.Listen("tcp", "127.0.0.1:0")

@@ -283,26 +283,10 @@ func (c *Conn) serverHandshake() error {
 	}
 
 	cKey, sKey, cMAC, sMAC, cIV, sIV := keys(st, master, ch.random, sh.random)
-	if err := c.readCCS(); err != nil {
+	if err := c.readFinished(st, master, cKey, cMAC, cIV, etm, "client finished"); err != nil {
 		return err
 	}
-	c.in.setKeys(st, cKey, cMAC, cIV, etm)
-	want := finished(master, "client finished", c.transcript.Bytes())
-	m, err = c.readHandshake(hsFinished)
-	if err != nil {
-		return err
-	}
-	if len(m) != 16 || subtle.ConstantTimeCompare(m[4:], want) != 1 {
-		return alertf(alertDecodeError, "bad client Finished")
-	}
-	if err := c.writeRecord(recordCCS, []byte{1}); err != nil {
-		return err
-	}
-	c.outMu.Lock()
-	c.out.setKeys(st, sKey, sMAC, sIV, etm)
-	c.outMu.Unlock()
-	fin := finished(master, "server finished", c.transcript.Bytes())
-	if err := c.writeHandshake(handshakeMsg(hsFinished, func(b *cryptobyte.Builder) { b.AddBytes(fin) })); err != nil {
+	if err := c.sendFinished(st, master, sKey, sMAC, sIV, etm, "server finished"); err != nil {
 		return err
 	}
 	if peer != nil {

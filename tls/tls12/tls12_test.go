@@ -3,8 +3,6 @@ package tls12
 import (
 	"bytes"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/tls"
@@ -13,47 +11,40 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/mosemu/mosemu/internal/testkit"
 )
 
 type testCert struct {
+	c    *testkit.Cert
 	tls  tls.Certificate
 	x509 *x509.Certificate
 }
 
-// issue makes a certificate for key (a fresh P-256 or RSA key when nil),
-// signed by parent (self-signed when nil).
+// issue makes a certificate for a fresh P-256 or RSA key, signed by parent
+// (self-signed when nil).
 func issue(t testing.TB, cn string, parent *testCert, rsaKey bool, isCA bool) *testCert {
 	t.Helper()
-	var key crypto.Signer
-	var err error
+	var key crypto.Signer // nil: P-256
 	if rsaKey {
-		key, err = rsa.GenerateKey(rand.Reader, 2048)
-	} else {
-		key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		k, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			t.Fatal(err)
+		}
+		key = k
 	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), DNSNames: []string{cn},
-		IsCA: isCA, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign | x509.KeyUsageKeyEncipherment | x509.KeyUsageKeyAgreement}
-	signerCert, signerKey := tmpl, key
+	var p *testkit.Cert
 	if parent != nil {
-		signerCert, signerKey = parent.x509, parent.tls.PrivateKey.(crypto.Signer)
+		p = parent.c
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, signerCert, key.Public(), signerKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _ := x509.ParseCertificate(der)
-	return &testCert{tls: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: c}, x509: c}
+	c := testkit.Issue(t, &x509.Certificate{Subject: pkix.Name{CommonName: cn}, DNSNames: []string{cn},
+		IsCA: isCA, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign | x509.KeyUsageKeyEncipherment | x509.KeyUsageKeyAgreement}, key, p)
+	return &testCert{c: c, tls: c.TLS(), x509: c.X509}
 }
 
 // pair runs a client and a server over a loopback TCP connection and
@@ -321,9 +312,8 @@ func TestMbedTLSErrorLines(t *testing.T) {
 		{"untrusted client certificate", &tls.Config{Certificates: []tls.Certificate{stranger.tls}}, true, "-0x2700"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var lb bytes.Buffer
-			var mu sync.Mutex
-			log := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return lb.Write(p) }), nil))
+			var lb testkit.SyncBuffer
+			log := slog.New(slog.NewTextHandler(&lb, nil))
 			cfg := &Config{Certificate: &srv.tls, Log: log}
 			if tc.mtls {
 				cfg.ClientCAs = pool
@@ -335,15 +325,9 @@ func TestMbedTLSErrorLines(t *testing.T) {
 			tls.Client(c2, tc.client).Handshake()
 			c2.Close()
 			<-done
-			mu.Lock()
-			defer mu.Unlock()
 			if !strings.Contains(lb.String(), "mbedTLS error: "+tc.want) {
 				t.Errorf("want %s in %q", tc.want, lb.String())
 			}
 		})
 	}
 }
-
-type writerFunc func([]byte) (int, error)
-
-func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
