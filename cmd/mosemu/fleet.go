@@ -167,9 +167,10 @@ func runFleet(cmd *cobra.Command, ff *fleetFlags) error {
 		// A soft memory limit near what the devices need (about 72 KiB
 		// each live with an embedded broker: 43 KiB of heap, 29 KiB of
 		// goroutine stacks, half of it the broker's side) keeps the garbage
-		// of booting and of telemetry from doubling the peak RSS;
-		// GOMEMLIMIT overrides it.
-		debug.SetMemoryLimit(int64(o.Count)*(100<<10) + 192<<20)
+		// of booting and of telemetry from doubling the peak RSS, with
+		// room enough that the collector does not hold back 20,000
+		// telemetry messages/s on 2 cores; GOMEMLIMIT overrides it.
+		debug.SetMemoryLimit(int64(o.Count)*(110<<10) + 256<<20)
 	}
 	var metricsL net.Listener // bound before the devices take their ports
 	if ff.metricsAddr != "" {
