@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math"
 	"os"
@@ -134,14 +133,9 @@ func (c *Config) applyText(key string, text []byte, acl string, denied func(path
 	if !ok {
 		return fmt.Errorf("invalid config key %q", key)
 	}
-	dec := json.NewDecoder(bytes.NewReader(text))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return &ParseError{"Invalid JSON"}
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return &ParseError{"Invalid JSON"}
+	v, err := c.schema.decode(text)
+	if err != nil {
+		return err
 	}
 	// Validate everything first so that a bad value changes nothing.
 	staged := c.Clone()

@@ -1,6 +1,8 @@
 package configs
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"os"
@@ -186,5 +188,53 @@ func TestRanges(t *testing.T) {
 	}
 	if strings.Count(logged.String(), "out of range") != 3 {
 		t.Fatalf("clamping not logged: %s", logged.String())
+	}
+}
+
+// TestLargeFilesDecodedOnce: a large config file applied to several configs
+// of one schema (conf0.json at every boot of a fleet's devices) is decoded
+// once, and applying it, then changing a config, leaves the others as the
+// file says.
+func TestLargeFilesDecodedOnce(t *testing.T) {
+	s := NewSchema("esp32")
+	compact, err := New(s).JSON("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	compact = []byte(strings.Replace(string(compact), `"level":2`, `"level":3`, 1))
+	var indented bytes.Buffer // as the factory image's conf0.json
+	if err := json.Indent(&indented, compact, "", "  "); err != nil {
+		t.Fatal(err)
+	}
+	text := indented.Bytes()
+	if len(text) < memoMin {
+		t.Fatalf("defaults are %d bytes, below the memo's %d", len(text), memoMin)
+	}
+	a := New(s)
+	if err := a.Apply("", text, "*", nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(s.parsed.m); n != 1 {
+		t.Fatalf("memo holds %d texts, want 1", n)
+	}
+	if err := a.Apply("debug", []byte(`{"level":4}`), "*", nil); err != nil {
+		t.Fatal(err)
+	}
+	b := New(s)
+	if err := b.Apply("", text, "*", nil); err != nil {
+		t.Fatal(err)
+	}
+	if a.Int("debug.level") != 4 || b.Int("debug.level") != 3 {
+		t.Fatalf("debug.level: a %d (want 4), b %d (want 3)", a.Int("debug.level"), b.Int("debug.level"))
+	}
+	bad := append(append([]byte{}, text...), '}')
+	for range 2 {
+		var pe *ParseError
+		if err := New(s).Apply("", bad, "*", nil); !errors.As(err, &pe) || pe.Msg != "Invalid JSON" {
+			t.Fatalf("trailing garbage: %v, want Invalid JSON", err)
+		}
+	}
+	if n := len(s.parsed.m); n != 1 {
+		t.Fatalf("memo holds %d texts after a bad one, want 1", n)
 	}
 }

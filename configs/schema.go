@@ -5,7 +5,10 @@
 package configs
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 )
@@ -103,6 +106,57 @@ const MaxFrameSize = 256 * 1024
 type Schema struct {
 	Root   *Node
 	byPath map[string]*Node
+	parsed *parseMemo
+}
+
+// parseMemo keeps the decoded form of large config files loaded against a
+// schema: every boot of every device of a fleet loads the same conf0.json
+// (the schema's defaults), tens of kilobytes of JSON. The decoded values
+// are only read.
+type parseMemo struct {
+	mu sync.Mutex
+	m  map[string]any // text -> decoded JSON
+}
+
+// Files below memoMin bytes are decoded every time; at most memoMax are kept.
+const (
+	memoMin = 4 << 10
+	memoMax = 4
+)
+
+// decode parses one JSON value (json.Number for numbers) filling text,
+// from the memo when text was decoded before.
+func (s *Schema) decode(text []byte) (any, error) {
+	memo := s.parsed
+	if memo != nil && len(text) >= memoMin {
+		memo.mu.Lock()
+		v, ok := memo.m[string(text)]
+		memo.mu.Unlock()
+		if ok {
+			return v, nil
+		}
+	}
+	dec := json.NewDecoder(bytes.NewReader(text))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, &ParseError{"Invalid JSON"}
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, &ParseError{"Invalid JSON"}
+	}
+	if memo != nil && len(text) >= memoMin {
+		memo.mu.Lock()
+		if len(memo.m) >= memoMax {
+			for k := range memo.m { // forget one
+				delete(memo.m, k)
+				break
+			}
+		}
+		memo.m[string(text)] = v
+		memo.mu.Unlock()
+	}
+	return v, nil
 }
 
 // Lookup returns the node at a dotted path ("" is the root).
@@ -198,7 +252,7 @@ func buildSchema(arch string) *Schema {
 			str("url", ""), num("interval", 0), str("extra_http_headers", ""), str("ssl_ca_file", "ca.pem"),
 			str("ssl_client_cert_file", ""), str("ssl_server_name", "")),
 	)
-	s := &Schema{Root: root, byPath: map[string]*Node{}}
+	s := &Schema{Root: root, byPath: map[string]*Node{}, parsed: &parseMemo{m: map[string]any{}}}
 	var walk func(n *Node, prefix string)
 	walk = func(n *Node, prefix string) {
 		for _, c := range n.Children {
