@@ -194,7 +194,7 @@ func TestWiringOption(t *testing.T) {
 	d.Close()
 	none, _ := ParseWire("atecc608a:none")
 	con.Reset()
-	d = startWith(t, Options{StateDir: dir, HTTPAddr: "127.0.0.1:0", Console: &con, Wiring: []Wire{none}})
+	startWith(t, Options{StateDir: dir, HTTPAddr: "127.0.0.1:0", Console: &con, Wiring: []Wire{none}})
 	if !strings.Contains(con.String(), "ATCA: Chip is not available") {
 		t.Fatalf("console:\n%s", con.String())
 	}
