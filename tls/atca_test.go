@@ -225,3 +225,27 @@ func TestStaticECDHUsesSlot0(t *testing.T) {
 		}
 	}
 }
+
+// TestSoftwareECDHWithTheChip: the chip does P-256 only; a client that
+// offers P-521 alone gets its ECDHE in software, logged as ecdh.c does.
+// (An ATCA key skips the certificate-curve check, as in the fork.)
+func TestSoftwareECDHWithTheChip(t *testing.T) {
+	d, k := chipWithKey(t)
+	var lb testkit.SyncBuffer
+	log := slog.New(slog.NewTextHandler(&lb, nil))
+	fs := afero.NewMemMapFs()
+	cfg, err := ServerConfig(fs, "cert.pem", "ATCA:0", "", atcaServer(t, d, k, "", log, "", fs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c1, c2 := net.Pipe()
+	defer c1.Close()
+	go NewListener(nil, cfg).(*tlsListener).serve(c1)
+	cl := tls12.Client(c2, &tls12.Config{Curves: []tls12.CurveID{tls12.P521}})
+	if err := cl.Handshake(); err != nil || cl.ConnectionState().Curve != tls12.P521 {
+		t.Fatalf("%v %+v", err, cl.ConnectionState())
+	}
+	if out := lb.String(); !strings.Contains(out, "SW ECDH curve 5") || !strings.Contains(out, "ATCA:0 ECDSA sign ok") || strings.Contains(out, "ATCA:16") {
+		t.Errorf("log:\n%s", out)
+	}
+}
