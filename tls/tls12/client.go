@@ -125,7 +125,7 @@ func (c *Conn) clientHandshake() error {
 		return asAlert(err, alertBadCertificate)
 	}
 	c.state.PeerCertificates = []*x509.Certificate{peer}
-	if (st.kx.certKey() == "ec") != isEC(peer.PublicKey) {
+	if st.kx.ecCert() != isEC(peer.PublicKey) {
 		return alertf(alertHandshakeFailure, "server key does not fit the suite")
 	}
 

@@ -429,7 +429,11 @@ func (c *Conn) Read(p []byte) (int, error) {
 			c.logError(err)
 			return 0, err
 		case recordHandshake: // renegotiation is not compiled in: refuse it
-			if len(data) > 0 && data[0] == hsClientHello && !c.isClient || len(data) > 0 && data[0] == 0 && c.isClient {
+			renegotiate := uint8(hsClientHello)
+			if c.isClient {
+				renegotiate = hsHelloRequest
+			}
+			if len(data) > 0 && data[0] == renegotiate {
 				c.sendAlert(alertNoRenegotiation)
 				continue
 			}

@@ -61,9 +61,7 @@ func (c *Conn) newECDHKey(curve CurveID) (ECDHKey, error) {
 			return k, nil
 		}
 	}
-	if c.cfg.Chip != nil || c.cfg.ATCABuilt {
-		c.cfg.log(fmt.Sprintf("SW ECDH curve %d", curve.mbedtlsID()), "ecdh.c:133")
-	}
+	c.logSoftwareECDH(curve)
 	ec := ecdhCurve(curve)
 	if ec == nil {
 		return nil, alertf(alertHandshakeFailure, "curve %d", curve)
@@ -73,6 +71,14 @@ func (c *Conn) newECDHKey(curve CurveID) (ECDHKey, error) {
 		return nil, alertf(alertInternalError, "%v", err)
 	}
 	return softKey{k}, nil
+}
+
+// logSoftwareECDH prints ecdh.c's line for an ECDH done in software by a
+// firmware that has the chip offload compiled in.
+func (c *Conn) logSoftwareECDH(curve CurveID) {
+	if c.cfg.Chip != nil || c.cfg.ATCABuilt {
+		c.cfg.log(fmt.Sprintf("SW ECDH curve %d", curve.mbedtlsID()), "ecdh.c:133")
+	}
 }
 
 // staticECDH is the premaster secret of the static ECDH suites: the
@@ -87,9 +93,7 @@ func (c *Conn) staticECDH(key crypto.PrivateKey, peer []byte) ([]byte, error) {
 	if !ok {
 		return nil, alertf(alertHandshakeFailure, "static ECDH needs an EC key")
 	}
-	if c.cfg.Chip != nil || c.cfg.ATCABuilt {
-		c.cfg.log(fmt.Sprintf("SW ECDH curve %d", curveOf(&ek.PublicKey).mbedtlsID()), "ecdh.c:133")
-	}
+	c.logSoftwareECDH(curveOf(&ek.PublicKey))
 	k, err := ek.ECDH()
 	if err != nil {
 		return nil, alertf(alertInternalError, "%v", err)

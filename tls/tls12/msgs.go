@@ -6,6 +6,7 @@ import (
 
 // Handshake message types.
 const (
+	hsHelloRequest       = 0
 	hsClientHello        = 1
 	hsServerHello        = 2
 	hsCertificate        = 11
@@ -27,7 +28,6 @@ const (
 	extALPN            = 16
 	extEtM             = 22
 	extEMS             = 23
-	extSessionTicket   = 35
 	extRenegotiation   = 0xff01
 )
 

@@ -28,22 +28,20 @@ const (
 
 // Alert descriptions (RFC 5246 7.2).
 const (
-	alertCloseNotify          = 0
-	alertUnexpectedMessage    = 10
-	alertBadRecordMAC         = 20
-	alertRecordOverflow       = 22
-	alertHandshakeFailure     = 40
-	alertBadCertificate       = 42
-	alertCertificateExpired   = 45
-	alertCertificateUnknown   = 46
-	alertIllegalParameter     = 47
-	alertUnknownCA            = 48
-	alertDecodeError          = 50
-	alertDecryptError         = 51
-	alertProtocolVersion      = 70
-	alertInsufficientSecurity = 71
-	alertInternalError        = 80
-	alertNoRenegotiation      = 100
+	alertCloseNotify        = 0
+	alertUnexpectedMessage  = 10
+	alertBadRecordMAC       = 20
+	alertRecordOverflow     = 22
+	alertHandshakeFailure   = 40
+	alertBadCertificate     = 42
+	alertCertificateExpired = 45
+	alertIllegalParameter   = 47
+	alertUnknownCA          = 48
+	alertDecodeError        = 50
+	alertDecryptError       = 51
+	alertProtocolVersion    = 70
+	alertInternalError      = 80
+	alertNoRenegotiation    = 100
 )
 
 // AlertError is a fatal alert, sent or received.

@@ -36,10 +36,6 @@ func (c *Conn) serverHandshake() error {
 			return alertf(alertInternalError, "%v", err)
 		}
 	}
-	keyType := "rsa"
-	if _, ok := leaf.PublicKey.(*ecdsa.PublicKey); ok {
-		keyType = "ec"
-	}
 
 	raw, err := c.readHandshake(hsClientHello)
 	if err != nil {
@@ -75,7 +71,7 @@ func (c *Conn) serverHandshake() error {
 	}
 	var clientCurves []CurveID
 	for _, cv := range ch.curves {
-		if slices.Contains([]CurveID{P256, P384, P521}, cv) {
+		if ecdhCurve(cv) != nil { // a curve mbedTLS knows
 			clientCurves = append(clientCurves, cv)
 		}
 	}
@@ -94,7 +90,7 @@ func (c *Conn) serverHandshake() error {
 		if sig := s.kx.sigAlg(); sig != 0 && sigHash[sig] == 0 {
 			continue
 		}
-		if s.kx.certKey() != keyType {
+		if s.kx.ecCert() != isEC(leaf.PublicKey) {
 			continue
 		}
 		if s.kx == kxECDHE_ECDSA || s.kx == kxECDH_ECDSA {

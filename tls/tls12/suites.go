@@ -112,13 +112,10 @@ func (k kx) usesEC() bool {
 // (MBEDTLS_KEY_EXCHANGE_DHE_RSA_ENABLED is not).
 func (k kx) compiled() bool { return k != kxDHE_RSA }
 
-// certKey is the key the server's certificate must hold: "ec" or "rsa".
-func (k kx) certKey() string {
-	switch k {
-	case kxECDHE_ECDSA, kxECDH_ECDSA, kxECDH_RSA:
-		return "ec"
-	}
-	return "rsa"
+// ecCert reports key exchanges whose server certificate holds an EC key
+// (the others need RSA).
+func (k kx) ecCert() bool {
+	return k == kxECDHE_ECDSA || k == kxECDH_ECDSA || k == kxECDH_RSA
 }
 
 type suite struct {
