@@ -12,27 +12,10 @@ import (
 
 // Write replaces path with data.
 func Write(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
+	if err := replace(path, data, true); err != nil {
 		return err
 	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	if d, err := os.Open(dir); err == nil {
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
 		d.Sync()
 		d.Close()
 	}
@@ -44,7 +27,11 @@ func Write(path string, data []byte) error {
 // the new content, a crash of the host may leave neither until the caller
 // has made the filesystem durable with SyncFS. For writing many files at
 // once (a fleet creating thousands of devices) with one flush at the end.
-func WriteDeferred(path string, data []byte) error {
+func WriteDeferred(path string, data []byte) error { return replace(path, data, false) }
+
+// replace writes data to a temporary file beside path (synced to disk
+// first when sync is set) and renames it over path.
+func replace(path string, data []byte, sync bool) error {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
 	if err != nil {
 		return err
@@ -53,6 +40,12 @@ func WriteDeferred(path string, data []byte) error {
 	if _, err := f.Write(data); err != nil {
 		f.Close()
 		return err
+	}
+	if sync {
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return err
+		}
 	}
 	if err := f.Close(); err != nil {
 		return err
