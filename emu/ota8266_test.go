@@ -2,8 +2,6 @@ package emu
 
 import (
 	"bytes"
-	"encoding/base64"
-	"encoding/json"
 	"strings"
 	"testing"
 
@@ -79,21 +77,7 @@ func TestOTAESP8266UpdateCommitAndRevert(t *testing.T) {
 	if _, err := rboot.Check(d.Flash(), lay.Default.ROMs[1], false); err != nil {
 		t.Fatalf("slot 1 at 0x%x: %v", lay.Default.ROMs[1], err)
 	}
-	si := waitFW(t, url, "2.0")
-	if si.FWID != "20261125-120000/2.0@test" {
-		t.Errorf("fw_id = %q", si.FWID)
-	}
-	c = dial(t, url)
-	if bs := getBootState(t, c); bs != (bootState{ActiveSlot: 1, IsCommitted: false, RevertSlot: 0, CommitTimeout: 300}) {
-		t.Errorf("boot state after update = %+v", bs)
-	}
-	for name, want := range map[string]string{"index.html": "new index", "user.txt": "user data"} {
-		var r struct{ Data string }
-		json.Unmarshal(call(t, c, "FS.Get", map[string]any{"filename": name}), &r)
-		if b, _ := base64.StdEncoding.DecodeString(r.Data); string(b) != want {
-			t.Errorf("%s = %q, want %q", name, b, want)
-		}
-	}
+	c = checkUpdated(t, url)
 	call(t, c, "OTA.Commit", nil)
 	if rc := rbootConfig(t, d); rc.CurrentROM != 1 || rc.IsFirstBoot != 0 {
 		t.Errorf("rBoot config after commit: current_rom %d, is_first_boot %d", rc.CurrentROM, rc.IsFirstBoot)

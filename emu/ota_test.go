@@ -137,6 +137,30 @@ type sysInfo struct {
 }
 
 // waitFW polls Sys.GetInfo over new connections until the device runs version.
+// checkUpdated waits for the device at url to run the test bundle's 2.0
+// from slot 1, not yet committed, with the bundle's index.html and the
+// user's user.txt merged in (the fs image's files win), and returns a
+// client of the rebooted device.
+func checkUpdated(t *testing.T, url string) *client.Client {
+	t.Helper()
+	si := waitFW(t, url, "2.0")
+	if si.FWID != "20261125-120000/2.0@test" {
+		t.Errorf("fw_id = %q", si.FWID)
+	}
+	c := dial(t, url)
+	if bs := getBootState(t, c); bs != (bootState{ActiveSlot: 1, IsCommitted: false, RevertSlot: 0, CommitTimeout: 300}) {
+		t.Errorf("boot state after update = %+v", bs)
+	}
+	for name, want := range map[string]string{"index.html": "new index", "user.txt": "user data"} {
+		var r struct{ Data string }
+		json.Unmarshal(call(t, c, "FS.Get", map[string]any{"filename": name}), &r)
+		if b, _ := base64.StdEncoding.DecodeString(r.Data); string(b) != want {
+			t.Errorf("%s = %q, want %q", name, b, want)
+		}
+	}
+	return c
+}
+
 func waitFW(t *testing.T, url, version string) sysInfo {
 	t.Helper()
 	var si sysInfo
@@ -204,22 +228,7 @@ func TestOTAUpdateCommitAndRollback(t *testing.T) {
 			if err := mosOTA(c, bundle, 2048, 300); err != nil {
 				t.Fatal(err)
 			}
-			si := waitFW(t, url, "2.0")
-			if si.FWID != "20261125-120000/2.0@test" {
-				t.Errorf("fw_id = %q", si.FWID)
-			}
-			c = dial(t, url)
-			if bs := getBootState(t, c); bs != (bootState{ActiveSlot: 1, IsCommitted: false, RevertSlot: 0, CommitTimeout: 300}) {
-				t.Errorf("boot state after update = %+v", bs)
-			}
-			// The fs image's files win, the old fs's other files are merged in.
-			for name, want := range map[string]string{"index.html": "new index", "user.txt": "user data"} {
-				var r struct{ Data string }
-				json.Unmarshal(call(t, c, "FS.Get", map[string]any{"filename": name}), &r)
-				if b, _ := base64.StdEncoding.DecodeString(r.Data); string(b) != want {
-					t.Errorf("%s = %q, want %q", name, b, want)
-				}
-			}
+			c = checkUpdated(t, url)
 			if got := call(t, c, "Config.Get", map[string]any{"key": "device.sn"}); string(got) != `"SN-OTA"` {
 				t.Errorf("device.sn after update = %s (conf9.json not merged)", got)
 			}
